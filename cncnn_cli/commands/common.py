@@ -1,0 +1,40 @@
+"""Pieces every command shares: consoles, the ``--plugin`` option, the default checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from cncnn_cli.errors import CncnnError
+from cncnn_cli.registry import load_plugins
+
+#: People read stderr; stdout is reserved for results (and exactly one JSON document with --json).
+err_console = Console(stderr=True)
+out_console = Console()
+
+PluginOption = Annotated[
+    Optional[list[Path]],
+    typer.Option("--plugin", help="Python file that registers extra plugins (repeatable).",
+                 show_default=False),
+]
+
+
+def setup(plugins: list[Path] | None) -> None:
+    """Register built-in, entry-point and ``--plugin`` file plugins."""
+    load_plugins(tuple(plugins or ()))
+
+
+def default_checkpoint(work_dirs: Path = Path("work_dirs")) -> Path:
+    """The newest ``best.safetensors`` under ``./work_dirs/``, named on stderr."""
+    candidates = sorted(work_dirs.glob("**/best.safetensors"), key=lambda p: p.stat().st_mtime) \
+        if work_dirs.is_dir() else []
+    if not candidates:
+        raise CncnnError(
+            f"no checkpoint given and none found under ./{work_dirs}/. Train one (`cncnn train demo`), "
+            f"import the authors' weights (`cncnn convert official SRC DST`), or pass --checkpoint PATH."
+        )
+    chosen = candidates[-1]
+    err_console.print(f"using checkpoint {chosen}", markup=False, highlight=False, soft_wrap=True)
+    return chosen

@@ -1,0 +1,13 @@
+"""Errors meant for people: one clear line, a fixed exit code, no traceback."""
+
+
+class CncnnError(Exception):
+    """A failure the user can act on. ``exit_code`` follows DESIGN.md: 2 bad input, 1 run failed."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class CheckpointError(CncnnError):
+    """A file that is not a usable cncnn checkpoint."""

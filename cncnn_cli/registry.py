@@ -1,0 +1,115 @@
+"""mmengine registries for every swappable part, and plugin discovery.
+
+The registries are children of mmengine's roots (scope ``cncnn``), so an mmengine
+``Runner`` built with ``default_scope='cncnn'`` finds our models and datasets.
+Built-in plugins live in ``plugins/`` (installed as ``cncnn_plugins``); third-party
+packages register through the entry-point group ``cncnn.plugins``; a single file
+through ``--plugin path.py``.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+from cncnn_cli.errors import CncnnError
+
+SCOPE = "cncnn"
+MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE)
+# mmengine allows one child per scope under a parent, so the parts get scopes of their own.
+BACKBONES = Registry("backbone", parent=MMENGINE_MODELS, scope=f"{SCOPE}_backbones")
+FUSIONS = Registry("fusion", parent=MMENGINE_MODELS, scope=f"{SCOPE}_fusions")
+ATTENTIONS = Registry("attention", parent=MMENGINE_MODELS, scope=f"{SCOPE}_attentions")
+HEADS = Registry("head", parent=MMENGINE_MODELS, scope=f"{SCOPE}_heads")
+DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE)
+METRICS = Registry("metric", parent=MMENGINE_METRICS, scope=SCOPE)
+
+#: Registries shown by ``cncnn plugins``, in pipeline order.
+PLUGIN_REGISTRIES: dict[str, Registry] = {
+    "backbones": BACKBONES,
+    "fusions": FUSIONS,
+    "attentions": ATTENTIONS,
+    "heads": HEADS,
+    "models": MODELS,
+    "datasets": DATASETS,
+}
+
+BUILTIN_PLUGIN_MODULES = (
+    "cncnn_plugins.backbones",
+    "cncnn_plugins.fusions",
+    "cncnn_plugins.attentions",
+    "cncnn_plugins.heads",
+    "cncnn_cli.model",
+    "cncnn_plugins.baseline",
+    "cncnn_plugins.datasets",
+)
+ENTRY_POINT_GROUP = "cncnn.plugins"
+
+_loaded_files: set[Path] = set()
+_builtins_loaded = False
+
+
+def load_plugins(files: list[Path] | tuple[Path, ...] = ()) -> None:
+    """Register the built-ins, every installed entry point and the given plugin files.
+
+    Safe to call more than once: each source is imported once per process.
+    """
+    global _builtins_loaded
+    if not _builtins_loaded:
+        for name in BUILTIN_PLUGIN_MODULES:
+            importlib.import_module(name)
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry.load()
+            except Exception as exc:  # a broken third-party plugin must not hide the others
+                raise CncnnError(
+                    f"plugin entry point '{entry.name}' ({entry.value}) failed to load: {exc}. "
+                    f"Fix or uninstall the package that provides it."
+                ) from exc
+        _builtins_loaded = True
+    for file in files:
+        _load_plugin_file(Path(file))
+
+
+def _load_plugin_file(path: Path) -> None:
+    path = path.expanduser().resolve()
+    if path in _loaded_files:
+        return
+    if not path.is_file() or path.suffix != ".py":
+        raise CncnnError(f"--plugin {path}: expected an existing Python file (*.py) that registers plugins.")
+    module_name = f"cncnn_user_plugin_{len(_loaded_files)}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise CncnnError(f"--plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    _loaded_files.add(path)
+
+
+def describe(obj: object) -> str:
+    """First line of a plugin's docstring: its one-line description in ``cncnn plugins``."""
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else "(no description)"
+
+
+def build_from(registry: Registry, cfg: dict, what: str, **defaults):
+    """Build ``cfg`` from ``registry`` with a clear error when its type is unknown."""
+    cfg = dict(cfg)
+    kind = cfg.get("type")
+    if registry.get(kind) is None:
+        known = ", ".join(sorted(registry.module_dict)) or "none"
+        raise CncnnError(f"unknown {what} '{kind}'. Available: {known}. (`cncnn plugins` lists them.)")
+    for key, value in defaults.items():
+        cfg.setdefault(key, value)
+    return registry.build(cfg)

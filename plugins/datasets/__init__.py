@@ -1,0 +1,1 @@
+"""Built-in dataset plugins: each module registers itself in the datasets registry."""

@@ -1,0 +1,1 @@
+"""Bundled recipes (mmengine config files); installed as package data so they resolve by name."""

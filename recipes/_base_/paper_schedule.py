@@ -1,0 +1,12 @@
+# The paper's optimisation (Sec. 3.1): SGD, momentum 0.9, weight decay 5e-4, 300 epochs,
+# lr 0.1 for the new modules and 0.001 (= 0.1 x 0.01) for the backbone; cosine schedule
+# (released configs: 100 epochs).
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4),
+    paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0.01)}),
+)
+param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=True, eta_min_ratio=0.0)]
+train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
+batch_size = 16
+workers = 4
+seed = 0

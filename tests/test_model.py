@@ -1,0 +1,132 @@
+"""The model follows MODEL.md, and every exact speed-up gives the plain formula's numbers."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cncnn_cli.model import build_model
+from cncnn_plugins.backbones import ResNetBackbone
+from cncnn_plugins.fusions import ConvLSTM, Laterals
+from tests.conftest import tiny_model_config
+from tests.reference import convlstm_plain
+
+
+def test_split_convlstm_equals_one_conv_over_x_and_h():
+    cell = ConvLSTM(channels=8)
+    torch.nn.init.normal_(cell.conv.weight, std=0.2)
+    torch.nn.init.normal_(cell.conv.bias, std=0.2)
+    sequence = [torch.randn(3, 8, 6, 5) for _ in range(3)]
+    fast = cell(sequence)
+    plain = convlstm_plain(sequence, cell.conv.weight, cell.conv.bias)
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_split_convlstm_gradients_equal_plain_gradients():
+    cell = ConvLSTM(channels=4)
+    sequence = [torch.randn(2, 4, 5, 5, requires_grad=True) for _ in range(3)]
+    sum(h.square().sum() for h in cell(sequence)).backward()
+    fast = [cell.conv.weight.grad.clone(), *(x.grad.clone() for x in sequence)]
+    cell.zero_grad()
+    for x in sequence:
+        x.grad = None
+    sum(h.square().sum() for h in convlstm_plain(sequence, cell.conv.weight, cell.conv.bias)).backward()
+    plain = [cell.conv.weight.grad, *(x.grad for x in sequence)]
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_laterals_before_upsampling_equal_upsampling_first(train):
+    laterals = Laterals((16, 24, 40), channels=8)
+    for bn in (m for m in laterals.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        torch.nn.init.normal_(bn.weight)
+        torch.nn.init.normal_(bn.bias)
+    reference = copy.deepcopy(laterals)
+    laterals.train(train)
+    reference.train(train)
+    s3, s4, s5 = torch.randn(4, 16, 12, 12), torch.randn(4, 24, 6, 6), torch.randn(4, 40, 3, 3)
+    p3, p4, p5 = laterals((s3, s4, s5))
+    up5 = F.interpolate(s5, size=(12, 12), mode="nearest")
+    up4 = F.interpolate(s4, size=(12, 12), mode="nearest")
+    torch.testing.assert_close(p5, reference.fpa5(up5), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(p4, reference.lateral4(up4), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(p3, reference.lateral3(s3))
+    # Batch statistics were the same: the running estimates moved identically.
+    for a, b in zip(laterals.buffers(), reference.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion,attention", [("convlstm", "spatial_channel"), ("sum", "spatial_channel"),
+                                              ("sum", "identity")])
+def test_eval_logits_do_not_depend_on_the_rest_of_the_batch(fusion, attention):
+    model = build_model(tiny_model_config(fusion=fusion, attention=attention)).eval()
+    images = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        batch = model(images, mode="tensor")["logits"]
+        alone = model(images[2:3], mode="tensor")["logits"]
+        shuffled = model(images[[4, 2, 0]], mode="tensor")["logits"]
+    torch.testing.assert_close(alone[0], batch[2], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(shuffled[1], batch[2], rtol=1e-4, atol=1e-5)
+
+
+def test_resnet50_at_448_gives_the_paper_feature_shapes_and_full_model_runs():
+    backbone = ResNetBackbone("resnet50").eval()
+    assert backbone.out_channels == (512, 1024, 2048)
+    model = build_model(dict(tiny_model_config(num_classes=200, channels=256, hidden=512),
+                             backbone=dict(type="resnet50", pretrained=None))).eval()
+    model.backbone = backbone
+    with torch.no_grad():
+        s3, s4, s5 = backbone(torch.randn(1, 3, 448, 448))
+        assert s3.shape == (1, 512, 56, 56) and s4.shape == (1, 1024, 28, 28) and s5.shape == (1, 2048, 14, 14)
+        out = model.forward_features(torch.randn(1, 3, 448, 448))
+    assert out["logits"].shape == (1, 200)
+    assert [a.shape for a in out["attended"]] == [(1, 256, 56, 56)] * 3
+    assert [m.shape for m in out["maps"]] == [(1, 1, 56, 56)] * 3
+
+
+def test_loss_mode_returns_the_four_cross_entropies_and_predict_the_ensemble():
+    model = build_model(tiny_model_config())
+    images, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    losses = model(images, labels, mode="loss")
+    assert sorted(losses) == ["loss_cls3", "loss_cls4", "loss_cls5", "loss_concat"]
+    model.eval()
+    with torch.no_grad():
+        predictions = model(images, labels, mode="predict")
+        heads = model(images, mode="tensor")["heads"]
+    assert len(predictions) == 4 and predictions[1]["label"] == 1
+    mean = torch.stack([heads[k][1] for k in ("cls3", "cls4", "cls5", "concat")]).mean(0)
+    torch.testing.assert_close(predictions[1]["logits"], mean)
+
+
+def test_baseline_model_has_one_classifier():
+    model = build_model(dict(type="baseline", num_classes=7, backbone=dict(type="resnet18", pretrained=None)))
+    losses = model(torch.randn(2, 3, 64, 64), torch.tensor([1, 2]), mode="loss")
+    assert list(losses) == ["loss_fc"]
+
+
+def test_native_mask_size_keeps_levels_at_their_backbone_resolution():
+    cfg = tiny_model_config()
+    cfg["attention"]["mask_size"] = "native"
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model.forward_features(torch.randn(2, 3, 64, 64))
+    assert [m.shape[-1] for m in out["maps"]] == [8, 4, 2]
+
+
+def test_new_convolutions_use_he_normal_and_bn_starts_at_identity():
+    model = build_model(dict(tiny_model_config(channels=64), backbone=dict(type="resnet18", pretrained=None)))
+    weight = model.fusion.convlstm.conv.weight
+    expected_std = (2.0 / (3 * 3 * weight.shape[0])) ** 0.5
+    assert abs(weight.std().item() - expected_std) / expected_std < 0.05
+    bn = model.fusion.laterals.fpa5.master.bn
+    assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0) and bn.momentum == 0.01
+
+
+def test_fusion_width_and_head_width_come_from_the_config():
+    model = build_model(tiny_model_config(channels=48, hidden=24))
+    assert model.fusion.convlstm.conv.weight.shape == (4 * 48, 2 * 48, 3, 3)
+    assert model.head.cls3[3].weight.shape == (24, 48)
