@@ -65,6 +65,9 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], info:
     info = Checkpoint(**{**info.__dict__, "model": portable_model_config(info.model)})
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
     try:
         save_file(tensors, tmp_name, metadata=info.metadata())
         with open(tmp_name, "rb") as handle:

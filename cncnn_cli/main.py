@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
-from cncnn_cli.commands import catalog, convert, predict
-from cncnn_cli.commands.common import err_console
+from cncnn_cli.commands import catalog, convert, evaluate, predict, train
+from cncnn_cli.commands import visualize
+from cncnn_cli.commands import benchmark
+from cncnn_cli.commands.common import err_console, remember_invocation
 from cncnn_cli.errors import CncnnError
 
 app = typer.Typer(
@@ -20,7 +23,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command()(train.train)
+app.command("eval")(evaluate.evaluate)
 app.command()(predict.predict)
+app.command()(benchmark.benchmark)
+app.command()(visualize.visualize)
 app.add_typer(convert.app, name="convert")
 app.command()(catalog.plugins)
 app.command()(catalog.recipes)
@@ -29,6 +36,8 @@ app.command()(catalog.info)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this; the console script exits with it)."""
+    argv = normalize_resume(list(sys.argv[1:] if argv is None else argv))
+    remember_invocation(argv)
     try:
         app(args=argv, prog_name="cncnn")  # standalone mode: usage errors print and exit 2
     except SystemExit as exc:
@@ -37,6 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     return 0
+
+
+def normalize_resume(argv: list[str]) -> list[str]:
+    """``--resume`` may stand alone (the work dir's state) or take a path: give it ``auto`` when alone."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--resume":
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following is None or following.startswith("-") or not Path(following).exists():
+                out.append("auto")
+    return out
 
 
 def run() -> None:

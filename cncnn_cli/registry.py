@@ -15,7 +15,6 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
-from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
@@ -29,7 +28,6 @@ FUSIONS = Registry("fusion", parent=MMENGINE_MODELS, scope=f"{SCOPE}_fusions")
 ATTENTIONS = Registry("attention", parent=MMENGINE_MODELS, scope=f"{SCOPE}_attentions")
 HEADS = Registry("head", parent=MMENGINE_MODELS, scope=f"{SCOPE}_heads")
 DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE)
-METRICS = Registry("metric", parent=MMENGINE_METRICS, scope=SCOPE)
 
 #: Registries shown by ``cncnn plugins``, in pipeline order.
 PLUGIN_REGISTRIES: dict[str, Registry] = {
@@ -44,6 +42,7 @@ PLUGIN_REGISTRIES: dict[str, Registry] = {
 BUILTIN_PLUGIN_MODULES = (
     "cncnn_plugins.backbones",
     "cncnn_plugins.fusions",
+    "cncnn_plugins.official_formulation",
     "cncnn_plugins.attentions",
     "cncnn_plugins.heads",
     "cncnn_cli.model",
@@ -104,12 +103,17 @@ def describe(obj: object) -> str:
 
 
 def build_from(registry: Registry, cfg: dict, what: str, **defaults):
-    """Build ``cfg`` from ``registry`` with a clear error when its type is unknown."""
-    cfg = dict(cfg)
-    kind = cfg.get("type")
-    if registry.get(kind) is None:
+    """Build ``cfg`` from ``registry`` with a clear error when its type is unknown.
+
+    The class is looked up in ``registry`` itself and called directly: mmengine's
+    ``Registry.build`` would follow the process-wide default scope, which a Runner sets.
+    """
+    params = dict(cfg)
+    kind = params.pop("type", None)
+    target = registry.get(kind) if isinstance(kind, str) else None
+    if target is None:
         known = ", ".join(sorted(registry.module_dict)) or "none"
         raise CncnnError(f"unknown {what} '{kind}'. Available: {known}. (`cncnn plugins` lists them.)")
     for key, value in defaults.items():
-        cfg.setdefault(key, value)
-    return registry.build(cfg)
+        params.setdefault(key, value)
+    return target(**params)

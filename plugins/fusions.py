@@ -2,12 +2,27 @@
 
 ``convlstm`` is the paper's HL pathway; ``sum`` is the FPN-style add of Table 2's "HL".
 Both take (S3, S4, S5) and return (F3, F4, F5), all C×H3×W3 (S3's size).
+
+The ConvLSTM dominates the model's cost, so it is computed with exact rewrites of the
+plain formula (each tested against it, values and gradients, in tests/test_speedups.py):
+
+- laterals at the native size, upsampled last (MODEL.md);
+- a convolution over a nearest-upsampled map is computed on the small map: every output
+  phase (row mod s, column mod s) is a smaller convolution with summed taps, and phases
+  that read the same source pixels are computed once (:func:`upsampled_conv`);
+- the zero initial state drops ``conv_h`` and the forget gate of step 1;
+- full-resolution steps convolve [x, h] with the whole weight (no slice copies);
+- the gate math is one autograd node with a hand-written backward (:func:`lstm_gates`).
 """
 from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as recompute
 
 from cncnn_cli.registry import FUSIONS
 from cncnn_plugins.init import init_new_layers
@@ -29,7 +44,7 @@ class ReplicatedBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         with torch.no_grad():
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+            var, mean = torch.var_mean(x.to(self.running_var.dtype), dim=(0, 2, 3), unbiased=False)
             count = x.numel() // x.shape[1] * replication
             self.running_mean.lerp_(mean, self.momentum)
             self.running_var.lerp_(var * (count / (count - 1)), self.momentum)
@@ -70,8 +85,8 @@ class Laterals(nn.Module):
     Exact speed-up (MODEL.md): 1×1 convs, BatchNorm and ReLU commute with nearest
     upsampling by an integer factor — every pixel is copied equally often, so even
     batch statistics are unchanged — so P5 and P4 are computed at their native size
-    and upsampled last (16× and 4× less work). Image sizes are multiples of 32 so the
-    factors are integers.
+    (:meth:`native`) and upsampled last (16× and 4× less work). Image sizes are
+    multiples of 32 so the factors are integers.
     """
 
     def __init__(self, in_channels: tuple[int, int, int], channels: int) -> None:
@@ -81,22 +96,210 @@ class Laterals(nn.Module):
         self.lateral4 = nn.Conv2d(c4, channels, 1)
         self.lateral3 = nn.Conv2d(c3, channels, 1)
 
-    def forward(self, feats: Maps) -> Maps:
+    def native(self, feats: Maps) -> Maps:
+        """(P3, P4, P5) before upsampling, each at its backbone resolution."""
         s3, s4, s5 = feats
-        size = s3.shape[-2:]
-        replication = (size[0] * size[1]) // (s5.shape[-2] * s5.shape[-1])
-        p5 = F.interpolate(self.fpa5(s5, replication), size=size, mode="nearest")
-        p4 = F.interpolate(self.lateral4(s4), size=size, mode="nearest")
-        return self.lateral3(s3), p4, p5
+        replication = (s3.shape[-2] * s3.shape[-1]) // (s5.shape[-2] * s5.shape[-1])
+        return self.lateral3(s3), self.lateral4(s4), self.fpa5(s5, replication)
+
+    def forward(self, feats: Maps) -> Maps:
+        p3, p4, p5 = self.native(feats)
+        size = p3.shape[-2:]
+        return p3, F.interpolate(p4, size=size, mode="nearest"), F.interpolate(p5, size=size, mode="nearest")
+
+
+class PhasePlan(NamedTuple):
+    """How a k-tap, padding-k//2 convolution along one ×s nearest-upsampled axis reads the source axis.
+
+    Output index ``s·i + a`` sees source pixels ``i + start(a) … i + start(a) + width - 1``
+    with the k taps summed into ``width`` by ``matrices[phase[a]]``; phases with the same
+    mapping share one matrix. After padding the source by ``pad``, phase ``a`` of output
+    ``s·i + a`` is window ``i + offset[a]``.
+    """
+
+    matrices: tuple[tuple[tuple[float, ...], ...], ...]  # distinct phases × width × k
+    phase: tuple[int, ...]  # per a in range(s)
+    offset: tuple[int, ...]  # per a in range(s)
+    width: int
+    pad: tuple[int, int]
+
+
+@lru_cache(maxsize=None)
+def phase_plan(kernel_size: int, scale: int) -> PhasePlan:
+    """The :class:`PhasePlan` for a ``kernel_size`` convolution after ×``scale`` nearest upsampling."""
+    radius = kernel_size // 2
+    sources = [tuple((a + t - radius) // scale for t in range(kernel_size)) for a in range(scale)]
+    starts = [min(s) for s in sources]
+    width = max(max(s) - min(s) + 1 for s in sources)
+    distinct: dict[tuple[int, ...], int] = {}
+    matrices = []
+    for src, start in zip(sources, starts):
+        if src not in distinct:
+            distinct[src] = len(matrices)
+            matrices.append(tuple(tuple(float(src[t] - start == row) for t in range(kernel_size))
+                                  for row in range(width)))
+    lo = max(0, -min(starts))
+    hi = max(0, max(start + width - 1 for start in starts))
+    return PhasePlan(tuple(matrices), tuple(distinct[s] for s in sources), tuple(s + lo for s in starts),
+                     width, (lo, hi))
+
+
+def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   scale: tuple[int, int]) -> torch.Tensor:
+    """Phases of ``conv2d(nearest_upsample(x, scale), weight, bias, padding=k//2)``, computed on ``x``.
+
+    Returns a (B, O, Ph, Pw, Lh, Lw) view: output pixel ``(s_h·i + a, s_w·j + b)`` is
+    ``[:, :, phase_h[a], phase_w[b], i + offset_h[a], j + offset_w[b]]`` (see
+    :func:`scatter_phases`). For a 3×3 kernel, ×2 costs 4/9 and ×4 1/4 of the upsampled
+    convolution's multiply-adds. One im2col and one GEMM: oneDNN's convolutions with
+    thousands of output channels on tiny maps are slow, bf16 backward especially.
+    """
+    plan_h, plan_w = phase_plan(weight.shape[-2], scale[0]), phase_plan(weight.shape[-1], scale[1])
+    patches = F.pad(x, (*plan_w.pad, *plan_h.pad)).unfold(2, plan_h.width, 1).unfold(3, plan_w.width, 1)
+    batch, _, rows, cols = patches.shape[:4]  # patches: B, C, Lh, Lw, kh, kw
+    mh = torch.tensor(plan_h.matrices, dtype=weight.dtype, device=weight.device)
+    mw = torch.tensor(plan_w.matrices, dtype=weight.dtype, device=weight.device)
+    ph, pw = mh.shape[0], mw.shape[0]
+    merged = torch.einsum("pyt,qxr,octr->pqocyx", mh, mw, weight).reshape(ph * pw * weight.shape[0], -1)
+    bias = None if bias is None else bias.repeat(ph * pw)
+    # The GEMM's orientation puts channels innermost for channels_last inputs, pixels otherwise,
+    # so that scatter_phases copies along the innermost dimension of both sides.
+    if _memory_format(x) == torch.channels_last:
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * rows * cols, -1)
+        out = patches @ merged.t() if bias is None else torch.addmm(bias, patches, merged.t())
+        return out.view(batch, rows, cols, ph, pw, -1).permute(0, 5, 3, 4, 1, 2)
+    patches = patches.permute(1, 4, 5, 0, 2, 3).reshape(-1, batch * rows * cols)
+    out = merged @ patches if bias is None else torch.addmm(bias[:, None], merged, patches)
+    return out.view(ph, pw, -1, batch, rows, cols).permute(3, 2, 0, 1, 4, 5)
+
+
+class _ScatterPhases(torch.autograd.Function):
+    """Assemble (or add, in place) a full map from its phases; the backward sums repeated phases."""
+
+    @staticmethod
+    def forward(ctx, phases, base, plans, size, memory_format):
+        (plan_h, plan_w), (height, width) = plans, size
+        batch, channels = phases.shape[:2]
+        sh, sw = len(plan_h.phase), len(plan_w.phase)
+        out = base if base is not None else torch.empty(
+            batch, channels, height * sh, width * sw, dtype=phases.dtype, device=phases.device,
+            memory_format=memory_format)
+        grid = out.view(batch, channels, height, sh, width, sw)
+        for a, (ph, u) in enumerate(zip(plan_h.phase, plan_h.offset)):
+            for b, (pw, v) in enumerate(zip(plan_w.phase, plan_w.offset)):
+                source = phases[:, :, ph, pw, u:u + height, v:v + width]
+                target = grid[:, :, :, a, :, b]
+                target.add_(source) if base is not None else target.copy_(source)
+        if base is not None:
+            ctx.mark_dirty(base)
+        ctx.plans, ctx.size, ctx.has_base = plans, size, base is not None
+        ctx.layout = phases.shape, phases.stride()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (plan_h, plan_w), (height, width) = ctx.plans, ctx.size
+        shape, stride = ctx.layout
+        grid = grad.reshape(shape[0], shape[1], height, len(plan_h.phase), width, len(plan_w.phase))
+        # Laid out like the phases (upsampled_conv's GEMM output): its backward needs no copy.
+        grad_phases = grad.new_empty_strided(shape, stride).zero_()
+        for a, (ph, u) in enumerate(zip(plan_h.phase, plan_h.offset)):
+            for b, (pw, v) in enumerate(zip(plan_w.phase, plan_w.offset)):
+                grad_phases[:, :, ph, pw, u:u + height, v:v + width] += grid[:, :, :, a, :, b]
+        return grad_phases, grad if ctx.has_base else None, None, None, None
+
+
+def scatter_phases(phases: torch.Tensor, scale: tuple[int, int], size: tuple[int, int], kernel_size: int,
+                   base: torch.Tensor | None = None,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """The (B, C, s_h·H, s_w·W) map whose phases :func:`upsampled_conv` returned; added into ``base`` if given.
+
+    ``size`` is the source size (H, W). ``base`` is modified in place (autograd knows).
+    """
+    plans = (phase_plan(kernel_size, scale[0]), phase_plan(kernel_size, scale[1]))
+    return _ScatterPhases.apply(phases, base, plans, tuple(size), memory_format)
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    """The layout new full-size maps should take to match ``t`` (channels_last models stay so)."""
+    if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class _LSTMGates(torch.autograd.Function):
+    """The gate math as one autograd node: forward in 6 passes, backward written out.
+
+    PyTorch's own graph for the formula keeps more temporaries and, in backward, stacks
+    the four gate gradients with an extra copy; here they are written straight into the
+    gradient of the gate tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, gates, c):
+        blocks = 3 if c is None else 4
+        channels = gates.shape[1] // blocks
+        sig = torch.sigmoid(gates.narrow(1, 0, (blocks - 1) * channels))
+        tanh_g = torch.tanh(gates.narrow(1, (blocks - 1) * channels, channels))
+        si, so = sig.narrow(1, 0, channels), sig.narrow(1, (blocks - 2) * channels, channels)
+        c_next = si * tanh_g
+        if c is not None:
+            c_next.addcmul_(sig.narrow(1, channels, channels), c)
+        tanh_c = torch.tanh(c_next)
+        h = so * tanh_c
+        ctx.save_for_backward(sig, tanh_g, tanh_c, c)
+        ctx.set_materialize_grads(False)
+        return h, c_next
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c_next):
+        sig, tanh_g, tanh_c, c = ctx.saved_tensors
+        channels = tanh_g.shape[1]
+        blocks = 3 if c is None else 4
+        si, so = sig.narrow(1, 0, channels), sig.narrow(1, (blocks - 2) * channels, channels)
+        grad = sig.new_empty(sig.shape[0], blocks * channels, *sig.shape[2:])
+        gi, go = grad.narrow(1, 0, channels), grad.narrow(1, (blocks - 2) * channels, channels)
+        gg = grad.narrow(1, (blocks - 1) * channels, channels)
+        if grad_h is None:
+            grad_h = torch.zeros_like(tanh_c)
+        # dc = dh·σ(o)·(1 - tanh²c) + dc'
+        grad_c = torch.mul(grad_h, so)
+        torch.ops.aten.tanh_backward.grad_input(grad_c, tanh_c, grad_input=grad_c)
+        if grad_c_next is not None:
+            grad_c += grad_c_next
+        _sigmoid_grad(torch.mul(grad_h, tanh_c, out=go), so)
+        _sigmoid_grad(torch.mul(grad_c, tanh_g, out=gi), si)
+        torch.ops.aten.tanh_backward.grad_input(torch.mul(grad_c, si, out=gg), tanh_g, grad_input=gg)
+        grad_c_prev = None
+        if c is not None:
+            sf = sig.narrow(1, channels, channels)
+            _sigmoid_grad(torch.mul(grad_c, c, out=grad.narrow(1, channels, channels)), sf)
+            if ctx.needs_input_grad[1]:
+                grad_c_prev = grad_c.mul_(sf)
+        return grad, grad_c_prev
+
+
+def _sigmoid_grad(grad: torch.Tensor, sig: torch.Tensor) -> None:
+    """``grad ← grad·σ·(1 - σ)`` in place."""
+    torch.ops.aten.sigmoid_backward.grad_input(grad, sig, grad_input=grad)
+
+
+def lstm_gates(gates: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``c' = σ(f)·c + σ(i)·tanh(g)``, ``h' = σ(o)·tanh(c')`` with gates in order i, f, o, g (dim 1).
+
+    ``c = None`` is the zero state: the forget term vanishes, so ``gates`` holds only
+    i, o, g (3C channels).
+    """
+    return _LSTMGates.apply(gates, c)
 
 
 class ConvLSTM(nn.Module):
     """One ConvLSTM layer (3×3, padding 1, bias) run over a short sequence of maps.
 
     The parameters are the paper's single convolution over [x, h] with 4C outputs in
-    gate order i, f, o, g. Exact speed-up (MODEL.md): ``conv([x, h]) = conv_x(x) + conv_h(h)``
-    with the weight split along its input channels, so the input convolutions of all
-    steps run as one batched call and the first step (h = 0, c = 0) skips ``conv_h``.
+    gate order i, f, o, g. ``forward(sequence, size)`` computes exactly the ConvLSTM over
+    the maps nearest-upsampled to ``size`` without materializing them (see the module
+    docstring for the rewrites); maps whose size does not divide ``size`` are upsampled.
     """
 
     def __init__(self, channels: int, kernel_size: int = 3) -> None:
@@ -105,48 +308,84 @@ class ConvLSTM(nn.Module):
         self.padding = kernel_size // 2
         self.conv = nn.Conv2d(2 * channels, 4 * channels, kernel_size, padding=self.padding, bias=True)
 
-    def forward(self, sequence: list[torch.Tensor]) -> list[torch.Tensor]:
-        c_in = self.channels
-        weight_x, weight_h = self.conv.weight[:, :c_in], self.conv.weight[:, c_in:]
-        batch = sequence[0].shape[0]
-        x_gates = F.conv2d(torch.cat(sequence, 0), weight_x, self.conv.bias, padding=self.padding)
+    def forward(self, sequence: list[torch.Tensor], size: tuple[int, int] | None = None) -> list[torch.Tensor]:
+        size = tuple(size or sequence[-1].shape[-2:])
+        c_in, kernel = self.channels, self.conv.kernel_size[0]
+        weight, bias = _autocast_once(self.conv.weight), _autocast_once(self.conv.bias)
+        # Views through splits, not slices: a split's backward is one concatenation, where
+        # each slice would allocate and fill a zero gradient of the whole weight.
+        weight_x, weight_h = weight.split(c_in, 1)
+        (wi, _, wo, wg), (bi, _, bo, bg) = weight_x.split(c_in), bias.split(c_in)
+        memory_format = _memory_format(sequence[-1])
         hidden: list[torch.Tensor] = []
         h = c = None
-        for gates in x_gates.split(batch, 0):
-            if h is not None:
-                gates = gates + F.conv2d(h, weight_h, padding=self.padding)
-            h, c = lstm_gates(gates, c)
+        for x in sequence:
+            scale = _integer_scale(x.shape[-2:], size)
+            if scale is None:
+                x, scale = F.interpolate(x, size=size, mode="nearest"), (1, 1)
+            if h is None:  # zero state: no conv_h, no forget gate
+                rows, rows_bias = torch.cat([wi, wo, wg]), torch.cat([bi, bo, bg])
+                if scale == (1, 1):
+                    h, c = lstm_gates(F.conv2d(x, rows, rows_bias, padding=self.padding), None)
+                else:
+                    h, c = lstm_gates(upsampled_conv(x, rows, rows_bias, scale), None)
+                    h, c = (scatter_phases(t, scale, x.shape[-2:], kernel, memory_format=memory_format)
+                            for t in (h, c))
+            elif scale == (1, 1):
+                h, c = lstm_gates(F.conv2d(torch.cat([x, h], 1), weight, bias, padding=self.padding), c)
+            else:
+                gates = F.conv2d(h, weight_h, None, padding=self.padding)
+                gates = scatter_phases(upsampled_conv(x, weight_x, bias, scale), scale, x.shape[-2:], kernel,
+                                       base=gates)
+                h, c = lstm_gates(gates, c)
             hidden.append(h)
         return hidden
 
 
-def lstm_gates(gates: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``c' = σ(f)·c + σ(i)·tanh(g)``, ``h' = σ(o)·tanh(c')`` with gates in order i, f, o, g.
+def _autocast_once(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in autocast's dtype when autocast is on: one cast per forward instead of one per use."""
+    device = t.device.type
+    if torch.is_autocast_enabled(device):
+        return t.to(torch.get_autocast_dtype(device))
+    return t
 
-    ``c = None`` is the zero state: the forget term vanishes.
-    """
-    i, f, o, g = gates.chunk(4, 1)
-    c_next = torch.sigmoid(i) * torch.tanh(g)
-    if c is not None:
-        c_next = c_next + torch.sigmoid(f) * c
-    return torch.sigmoid(o) * torch.tanh(c_next), c_next
+
+def _integer_scale(source: torch.Size, size: tuple[int, int]) -> tuple[int, int] | None:
+    """(s_h, s_w) when ``size`` is an integer multiple of ``source``, else None."""
+    if size[0] % source[0] or size[1] % source[1]:
+        return None
+    return size[0] // source[0], size[1] // source[1]
 
 
 @FUSIONS.register_module(name="convlstm")
 class ConvLSTMFusion(nn.Module):
-    """The paper's HL pathway: laterals, then a ConvLSTM over P5 → P4 → P3 of each image."""
+    """The paper's HL pathway: laterals, then a ConvLSTM over P5 → P4 → P3 of each image.
 
-    def __init__(self, in_channels: tuple[int, int, int], channels: int = 256) -> None:
+    ``checkpoint=True`` keeps none of the ConvLSTM's activations for backward and
+    recomputes them instead (less memory, one more ConvLSTM forward per step).
+    """
+
+    laterals_class: type[Laterals] = Laterals
+    convlstm_class: type[ConvLSTM] = ConvLSTM
+
+    def __init__(self, in_channels: tuple[int, int, int], channels: int = 256, checkpoint: bool = False) -> None:
         super().__init__()
         self.out_channels = channels
-        self.laterals = Laterals(in_channels, channels)
-        self.convlstm = ConvLSTM(channels)
+        self.checkpoint = checkpoint
+        self.laterals = self.laterals_class(in_channels, channels)
+        self.convlstm = self.convlstm_class(channels)
         init_new_layers(self)
 
     def forward(self, feats: Maps) -> Maps:
-        p3, p4, p5 = self.laterals(feats)
-        f5, f4, f3 = self.convlstm([p5, p4, p3])
+        p3, p4, p5 = self.laterals.native(feats)
+        f5, f4, f3 = self.run_convlstm([p5, p4, p3], p3.shape[-2:])
         return f3, f4, f5
+
+    def run_convlstm(self, *args) -> list[torch.Tensor]:
+        """``self.convlstm(*args)``, recomputed in backward when ``checkpoint`` is set."""
+        if self.checkpoint and torch.is_grad_enabled():
+            return recompute(self.convlstm, *args, use_reentrant=False)
+        return self.convlstm(*args)
 
 
 @FUSIONS.register_module(name="sum")

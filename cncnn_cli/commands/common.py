@@ -21,6 +21,18 @@ PluginOption = Annotated[
 ]
 
 
+_invocation: list[str] = []
+
+
+def remember_invocation(argv: list[str]) -> None:
+    """Keep the command line so a command can print how to run it again (e.g. to resume)."""
+    _invocation[:] = list(argv)
+
+
+def invocation() -> list[str]:
+    return list(_invocation)
+
+
 def setup(plugins: list[Path] | None) -> None:
     """Register built-in, entry-point and ``--plugin`` file plugins."""
     load_plugins(tuple(plugins or ()))

@@ -1,0 +1,32 @@
+"""Batch collation that survives unreadable images.
+
+Datasets return ``None`` for an image that cannot be decoded; ``collate`` drops those
+items and reports how many it dropped, so the training hook can count them per epoch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from mmengine.registry import FUNCTIONS
+
+
+@FUNCTIONS.register_module(name="cncnn_collate")
+def collate(batch: list[dict[str, Any] | None]) -> dict[str, torch.Tensor | int]:
+    """Stack dataset samples into ``{"inputs": uint8 Bx3xHxW, "data_samples": int64 B, "skipped": n}``.
+
+    ``skipped`` is the number of ``None`` items dropped. When every item was ``None`` the
+    batch is empty: ``inputs`` has shape ``0x3x0x0`` and ``data_samples`` shape ``0``;
+    callers skip a batch whose ``inputs.shape[0] == 0``.
+    """
+    items = [item for item in batch if item is not None]
+    skipped = len(batch) - len(items)
+    if not items:
+        return {
+            "inputs": torch.empty((0, 3, 0, 0), dtype=torch.uint8),
+            "data_samples": torch.empty((0,), dtype=torch.int64),
+            "skipped": skipped,
+        }
+    inputs = torch.stack([torch.as_tensor(item["inputs"]).as_subclass(torch.Tensor) for item in items])
+    labels = torch.tensor([int(item["data_samples"]) for item in items], dtype=torch.int64)
+    return {"inputs": inputs, "data_samples": labels, "skipped": skipped}

@@ -1,0 +1,237 @@
+"""One resolved, validated training config: recipe, then CLI flags, then ``--cfg-options``.
+
+Validation (pydantic for the recipe's own keys, constructor signatures for plugin
+options) runs before anything heavy starts; every problem is named with its dotted key,
+what was expected and, for a typo, the closest valid key.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from mmengine.config import Config
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cncnn_cli.errors import CncnnError
+from cncnn_cli.recipes import load_recipe
+from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins
+
+Size = Union[int, tuple[int, int]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Preprocess(_Strict):
+    """resize → (random | center) crop; mean/std on the 0–255 scale. An int is a square size."""
+
+    resize: Size
+    crop: Size
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @field_validator("crop")
+    @classmethod
+    def _multiple_of_32(cls, crop: Size) -> Size:
+        sides = (crop, crop) if isinstance(crop, int) else crop
+        if any(side <= 0 or side % 32 for side in sides):
+            raise ValueError("crop sides must be positive multiples of 32 (the backbone's stride), e.g. 448")
+        return crop
+
+    @model_validator(mode="after")
+    def _resize_covers_crop(self) -> "Preprocess":
+        resize = (self.resize, self.resize) if isinstance(self.resize, int) else self.resize
+        crop = (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
+        if resize[0] < crop[0] or resize[1] < crop[1]:
+            raise ValueError(f"resize {self.resize} is smaller than crop {self.crop}")
+        return self
+
+
+class TrainLoop(_Strict):
+    by_epoch: Literal[True] = True
+    max_epochs: int = Field(gt=0)
+    val_interval: int = Field(default=1, gt=0)
+
+
+class Recipe(_Strict):
+    """Every key a recipe may hold (besides mmengine's ``_base_``)."""
+
+    model: dict
+    dataset: dict
+    preprocess: Preprocess
+    optim_wrapper: dict
+    param_scheduler: list[dict] = []
+    train_cfg: TrainLoop
+    batch_size: int = Field(gt=0)
+    workers: int = Field(default=2, ge=0)
+    seed: int = 0
+    amp: bool = False
+    device: str = "auto"
+    launcher: Literal["none", "pytorch"] = "none"
+    sync_bn: bool = False
+    log_interval: int = Field(default=10, gt=0)
+    work_dir: Optional[str] = None
+    custom_hooks: list[dict] = []
+
+
+def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs; values are Python literals when they parse, else strings."""
+    parsed: dict[str, Any] = {}
+    for option in options or []:
+        key, sep, raw = option.partition("=")
+        if not sep or not key:
+            raise CncnnError(f"--cfg-options {option!r}: expected key=value, e.g. train_cfg.max_epochs=10")
+        lowered = raw.strip().lower()
+        if lowered in ("true", "false", "none", "null"):
+            parsed[key] = {"true": True, "false": False}.get(lowered)
+            continue
+        try:
+            parsed[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            parsed[key] = raw
+    return parsed
+
+
+def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
+    """Apply the ``cncnn train`` flags (None = not given) to the recipe config, in place."""
+    if flags.get("dataset") and flags["dataset"] != cfg.dataset.get("type"):
+        cfg.dataset = {"type": flags["dataset"], "data_root": cfg.dataset.get("data_root")}
+    simple = {
+        "data_root": ("dataset", "data_root"), "epochs": ("train_cfg", "max_epochs"),
+        "lr": ("optim_wrapper", "optimizer", "lr"), "backbone": ("model", "backbone", "type"),
+    }
+    for flag, path in simple.items():
+        if flags.get(flag) is not None:
+            _set(cfg, path, flags[flag])
+    for flag in ("batch_size", "workers", "seed", "device", "launcher", "work_dir"):
+        if flags.get(flag) is not None:
+            cfg[flag] = flags[flag]
+    if flags.get("amp"):
+        cfg.amp = True
+    if flags.get("image_size") is not None:
+        crop = cfg.preprocess["crop"]
+        crop_side = crop if isinstance(crop, int) else crop[0]
+        resize = cfg.preprocess["resize"]
+        scale = flags["image_size"] / crop_side
+        cfg.preprocess["resize"] = (round(resize * scale) if isinstance(resize, int)
+                                    else [round(side * scale) for side in resize])
+        cfg.preprocess["crop"] = flags["image_size"]
+    if "pretrained" in flags and flags["pretrained"] != "recipe" and isinstance(cfg.model.get("backbone"), dict):
+        cfg.model["backbone"]["pretrained"] = flags["pretrained"]
+
+
+def _set(cfg: Config, path: tuple[str, ...], value: Any) -> None:
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def resolve_config(recipe: str | Path, flags: dict[str, Any] | None = None,
+                   cfg_options: list[str] | None = None) -> Config:
+    """Load, override, validate and derive; returns the config every later step uses."""
+    load_plugins()
+    cfg = load_recipe(recipe)
+    apply_flags(cfg, flags or {})
+    options = parse_cfg_options(cfg_options)
+    if options:
+        try:
+            cfg.merge_from_dict(options)
+        except Exception as exc:
+            raise CncnnError(f"--cfg-options: {exc}") from None
+    validate(cfg)
+    derive(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    data = {k: v for k, v in cfg.to_dict().items() if k != "_base_"}
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise CncnnError(_explain(exc, cfg.filename)) from None
+    for name in Recipe.model_fields:  # fill in the defaults of optional keys
+        if name not in cfg:
+            cfg[name] = getattr(recipe, name)
+    validate_model(cfg.model)
+    _check_part(DATASETS, cfg.dataset, "dataset", auto=("split", "transform"))
+
+
+def validate_model(model: dict, prefix: str = "model") -> None:
+    """Check a model config's types and options against the registered constructors."""
+    auto = ("data_preprocessor",)
+    _check_part(MODELS, model, prefix, auto=auto, nested=("backbone", "fusion", "attention", "head"))
+    for key, registry, provided in (
+        ("backbone", BACKBONES, ()), ("fusion", FUSIONS, ("in_channels",)),
+        ("attention", ATTENTIONS, ("channels",)), ("head", HEADS, ("channels", "num_classes")),
+    ):
+        if key in model:
+            if not isinstance(model[key], dict):
+                raise CncnnError(f"{prefix}.{key}: expected a dict with a 'type', got {model[key]!r}")
+            _check_part(registry, model[key], f"{prefix}.{key}", auto=provided)
+
+
+def _check_part(registry, part: dict, where: str, auto: tuple[str, ...] = (), nested: tuple[str, ...] = ()) -> None:
+    kind = part.get("type")
+    target = registry.get(kind) if isinstance(kind, str) else None
+    if target is None:
+        names = sorted(registry.module_dict)
+        close = difflib.get_close_matches(str(kind), names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise CncnnError(f"{where}.type: unknown {registry.name} '{kind}'.{hint} Available: {', '.join(names)}")
+    params = inspect.signature(target).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [name for name in params if name not in auto] + list(nested)
+    for key in part:
+        if key == "type" or key in valid:
+            continue
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise CncnnError(f"{where}.{key}: not an option of {registry.name} '{kind}'.{hint} "
+                         f"Valid: {', '.join(valid) or 'none'}")
+    missing = [name for name, p in params.items()
+               if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD and name not in auto
+               and name not in part and name != "self"]
+    if missing:
+        raise CncnnError(f"{where}: {registry.name} '{kind}' needs {', '.join(missing)}")
+
+
+def _explain(exc: ValidationError, filename: str | None) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"])
+    source = f" (recipe {filename})" if filename else ""
+    if error["type"] == "extra_forbidden":
+        parent = _fields_at(error["loc"][:-1])
+        close = difflib.get_close_matches(str(error["loc"][-1]), parent, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"{location}: unknown key{source}.{hint} Valid keys here: {', '.join(parent)}"
+    if error["type"] == "missing":
+        return f"{location}: required key missing{source}"
+    got = error.get("input")
+    return f"{location}: {error['msg']}{source} (got {got!r})"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def derive(cfg: Config) -> None:
+    """Values that follow from others, computed after every override (MMENGINE-NOTES.md)."""
+    epochs = cfg.train_cfg["max_epochs"]
+    for scheduler in cfg.param_scheduler:
+        if scheduler.get("by_epoch", True):
+            scheduler.setdefault("begin", 0)
+            scheduler.setdefault("end", epochs)
+            if scheduler["type"] in ("CosineAnnealingLR", "CosineAnnealingParamScheduler"):
+                scheduler.setdefault("T_max", scheduler["end"] - scheduler["begin"])

@@ -1,0 +1,1 @@
+"""Training glue around mmengine's Runner: data, hooks, safe resume, AMP on CPU, DDP."""

@@ -1,0 +1,275 @@
+"""Hooks that own the work directory and what people see while a run trains.
+
+``WorkDirHook`` writes ``last.safetensors`` and the resumable ``state.pth`` after every
+epoch, ``best.safetensors`` when top-1 improves, and ``metrics.json``; it stops the run
+on a non-finite loss and saves-then-stops on Ctrl-C/SIGTERM. ``ConsoleHook`` draws a rich
+progress bar on a terminal and plain lines otherwise. Both act on rank 0 only, except
+that every rank joins the decision to stop.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from mmengine.dist import is_distributed, is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cncnn_cli.checkpoint import Checkpoint, save_checkpoint
+from cncnn_cli.engine.signals import StopRequest, TrainingInterrupted
+from cncnn_cli.engine.state import plain_message_hub, restore_rng_state, rng_state
+from cncnn_cli.errors import CncnnError
+
+STATE_FILE = "state.pth"
+
+
+class NonFiniteLoss(CncnnError):
+    """The loss became NaN or infinite; the previous checkpoints are kept."""
+
+
+def write_json_atomic(path: Path, document: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def learning_rates(runner) -> tuple[float, float]:
+    """(new modules' lr, backbone lr): the largest and smallest of the parameter groups."""
+    rates = [group["lr"] for group in runner.optim_wrapper.optimizer.param_groups]
+    return max(rates), min(rates)
+
+
+@HOOKS.register_module()
+class WorkDirHook(Hook):
+    """Checkpoints, resumable state, metrics.json, non-finite loss and interruption handling."""
+
+    priority = "VERY_LOW"  # after ParamSchedulerHook: the saved schedulers are already stepped
+
+    def __init__(self, checkpoint_info: Callable[[], Checkpoint], stop: StopRequest, batch_size: int,
+                 run_info: dict, resuming: bool) -> None:
+        self.checkpoint_info = checkpoint_info
+        self.stop = stop
+        self.batch_size = batch_size
+        self.run_info = run_info
+        self.resuming = resuming
+        self.metrics: dict = {}
+        self._epoch_loss = 0.0
+        self._epoch_images = 0
+        self._epoch_skipped = 0
+        self._epoch_iters = 0
+        self._epoch_start = 0.0
+
+    # ---------------------------------------------------------------- set-up
+    def before_train(self, runner) -> None:
+        self.work_dir = Path(runner.work_dir)
+        previous = self.work_dir / "metrics.json"
+        if self.resuming and previous.is_file():
+            self.metrics = json.loads(previous.read_text())
+        self.metrics.setdefault("history", [])
+        self.metrics.setdefault("last", None)
+        self.metrics.setdefault("best", None)
+        self.metrics.setdefault("skipped_images", 0)
+        self.metrics.update(self.run_info, test_at_best_val=None)
+
+    def before_train_epoch(self, runner) -> None:
+        self._epoch_loss, self._epoch_images, self._epoch_skipped, self._epoch_iters = 0.0, 0, 0, 0
+        self._epoch_start = time.perf_counter()
+        self._epoch_lrs = learning_rates(runner)  # the schedulers step at the epoch's end
+
+    # ------------------------------------------------------------ iterations
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        loss = outputs.get("loss") if outputs else None
+        if loss is not None:
+            value = _scalar(loss)
+            if not torch.isfinite(torch.tensor(value)):
+                raise NonFiniteLoss(
+                    f"the loss became {value} at epoch {runner.epoch + 1}, iteration {batch_idx + 1}; "
+                    f"stopped without saving, so {self.work_dir}/last.safetensors and {STATE_FILE} hold the last "
+                    f"good epoch. Lower the learning rate (--lr) or try without --amp.", exit_code=1)
+            self._epoch_loss += value
+            self._epoch_iters += 1
+        if data_batch is not None:
+            self._epoch_images += int(data_batch["inputs"].shape[0])
+            self._epoch_skipped += int(data_batch.get("skipped", 0))
+        if self._stop_agreed():
+            # Mid-epoch: the sampler resumes after the samples this rank has consumed.
+            consumed = (batch_idx + 1) * self.batch_size
+            self._save_state(runner, meta={"epoch": runner.epoch, "iter": runner.iter + 1}, skip=consumed)
+            self._save_weights(runner, "last.safetensors")
+            raise TrainingInterrupted(self.stop.signum or 2)
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self._stop_agreed():  # the epoch's state was saved before validation began
+            raise TrainingInterrupted(self.stop.signum or 2)
+
+    def _stop_agreed(self) -> bool:
+        flag = self.stop.signum is not None
+        if is_distributed():
+            tensor = torch.tensor([float(flag)], device=_dist_device())
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+            flag = bool(tensor.item())
+            if flag and self.stop.signum is None:
+                self.stop.signum = 2
+        return flag
+
+    # ---------------------------------------------------------------- epochs
+    def after_train_epoch(self, runner) -> None:
+        epoch = runner.epoch + 1
+        elapsed = max(time.perf_counter() - self._epoch_start, 1e-9)
+        lr, backbone_lr = self._epoch_lrs
+        entry = {
+            "epoch": epoch,
+            "loss": self._epoch_loss / max(self._epoch_iters, 1),
+            "lr": lr,
+            "backbone_lr": backbone_lr,
+            "train_images_per_s": self._epoch_images / elapsed,
+            "skipped_images": self._epoch_skipped,
+        }
+        if self._epoch_skipped:
+            runner.logger.warning(f"epoch {epoch}: skipped {self._epoch_skipped} unreadable image(s); "
+                                  f"the warnings above name them")
+        self.metrics["skipped_images"] += self._epoch_skipped
+        self.metrics["history"] = [h for h in self.metrics["history"] if h["epoch"] < epoch] + [entry]
+        self._save_weights(runner, "last.safetensors")
+        self._save_state(runner, meta={"epoch": epoch, "iter": runner.iter}, skip=0)
+        self._write_metrics()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if not metrics or runner.train_loop is None:
+            return
+        epoch = runner.train_loop.epoch  # already advanced past the trained epoch
+        result = {"epoch": epoch, **_rounded(metrics)}
+        for entry in self.metrics["history"]:
+            if entry["epoch"] == epoch:
+                entry.update(result)
+        self.metrics["last"] = result
+        best = self.metrics.get("best")
+        if best is None or result["top1"] > best["top1"]:
+            self.metrics["best"] = {**result, "selected_on": "test"}
+            self._save_weights(runner, "best.safetensors", extra={"epoch": epoch, "top1": result["top1"]})
+        self._write_metrics()
+
+    # --------------------------------------------------------------- writing
+    def _write_metrics(self) -> None:
+        if is_main_process():
+            write_json_atomic(self.work_dir / "metrics.json", self.metrics)
+
+    def _save_weights(self, runner, name: str, extra: dict | None = None) -> None:
+        if not is_main_process():
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        info = self.checkpoint_info()
+        info.extra = {**info.extra, **(extra or {})}
+        save_checkpoint(self.work_dir / name, model.state_dict(), info)
+
+    def _save_state(self, runner, meta: dict, skip: int) -> None:
+        self._pending_skip = skip
+        if not is_main_process():
+            return
+        tmp = f".{STATE_FILE}.tmp"
+        try:
+            runner.save_checkpoint(str(self.work_dir), tmp, meta=meta)
+            os.replace(self.work_dir / tmp, self.work_dir / STATE_FILE)
+        except (OSError, RuntimeError) as exc:
+            (self.work_dir / tmp).unlink(missing_ok=True)
+            raise CncnnError(f"could not write {self.work_dir / STATE_FILE}: {exc}; the previous state is intact. "
+                             f"Free disk space, then resume with --resume.", exit_code=1) from None
+
+    # ------------------------------------------------------ resumable state
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint["message_hub"] = plain_message_hub(checkpoint["message_hub"])
+        checkpoint["meta"] = {k: v for k, v in checkpoint["meta"].items() if k != "dataset_meta"}
+        checkpoint["cncnn"] = {"rng": rng_state(), "sampler_skip": getattr(self, "_pending_skip", 0),
+                               "max_epochs": runner.max_epochs}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get("cncnn")
+        if state is None:
+            raise CncnnError("the state file was not written by cncnn train; cannot resume from it")
+        if state["max_epochs"] != runner.max_epochs:
+            raise CncnnError(
+                f"this run's schedule was built for {state['max_epochs']} epochs; resuming with "
+                f"{runner.max_epochs} would not stretch the cosine schedule. Resume with --epochs "
+                f"{state['max_epochs']} (or start a new run).")
+        restore_rng_state(state["rng"])
+        runner.train_dataloader.sampler.skip = int(state["sampler_skip"])
+
+
+def _scalar(value) -> float:
+    return value.detach().item() if isinstance(value, torch.Tensor) else float(value)
+
+
+def _dist_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+@HOOKS.register_module()
+class ConsoleHook(Hook):
+    """Rank 0's view of training on stderr: a rich progress bar on a terminal, plain lines otherwise."""
+
+    priority = "LOW"
+
+    def __init__(self, interval: int = 10) -> None:
+        self.interval = interval
+        self.console = Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task = None
+
+    def before_train(self, runner) -> None:
+        if not is_main_process():
+            return
+        if self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.1f} img/s"),
+                TimeRemainingColumn(), console=self.console, transient=False)
+            self.progress.start()
+
+    def before_train_epoch(self, runner) -> None:
+        self._start = time.perf_counter()
+        self._images = 0
+        self._loss_sum, self._loss_n = 0.0, 0
+        if self.progress is not None:
+            self.task = self.progress.add_task(
+                "train", total=len(runner.train_dataloader), epoch=f"{runner.epoch + 1}/{runner.max_epochs}",
+                loss=0.0, lr=learning_rates(runner)[0], ips=0.0)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not is_main_process():
+            return
+        self._images += int(data_batch["inputs"].shape[0]) if data_batch is not None else 0
+        if outputs and "loss" in outputs:
+            self._loss_sum += _scalar(outputs["loss"])
+            self._loss_n += 1
+        ips = self._images / max(time.perf_counter() - self._start, 1e-9)
+        loss = self._loss_sum / max(self._loss_n, 1)
+        lr = learning_rates(runner)[0]
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, loss=loss, lr=lr, ips=ips)
+        elif (batch_idx + 1) % self.interval == 0 or batch_idx + 1 == len(runner.train_dataloader):
+            self.console.print(f"epoch {runner.epoch + 1}/{runner.max_epochs} iter {batch_idx + 1}/"
+                               f"{len(runner.train_dataloader)} loss {loss:.4f} lr {lr:.2e} {ips:.1f} img/s",
+                               highlight=False, soft_wrap=True)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if is_main_process() and metrics:
+            heads = " ".join(f"{k.removesuffix('_top1')} {v:.2f}" for k, v in metrics.items() if k.endswith("_top1"))
+            self.console.print(f"epoch {runner.train_loop.epoch}: top-1 {metrics['top1']:.2f}  "
+                               f"top-5 {metrics['top5']:.2f}  ({heads})", highlight=False, soft_wrap=True)
+
+    def after_train(self, runner) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

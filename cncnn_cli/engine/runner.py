@@ -1,0 +1,199 @@
+"""From a resolved config to a finished (or cleanly interrupted) mmengine run."""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import mmengine
+import torch
+import torchvision
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.runner import Runner, set_random_seed
+
+from cncnn_cli import __version__
+from cncnn_cli.checkpoint import Checkpoint
+from cncnn_cli.device import resolve_device
+from cncnn_cli.engine import amp, state  # noqa: F401  (registers the CPU bf16 wrapper and the safe loader)
+from cncnn_cli.engine.data import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
+from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook
+from cncnn_cli.engine.signals import StopRequest
+from cncnn_cli.errors import CncnnError
+from cncnn_cli.model import build_model
+from cncnn_cli.registry import DATASETS, build_from
+from cncnn_cli.transforms import build_transform
+
+import cncnn_cli.collate  # noqa: F401,E402  (registers the collate function)
+import cncnn_cli.metrics  # noqa: F401,E402  (registers the accuracy metric)
+
+
+@dataclass
+class Datasets:
+    train: torch.utils.data.Dataset
+    test: torch.utils.data.Dataset
+    classes: list[str]
+
+
+def build_datasets(cfg: Config) -> Datasets:
+    """Train and test splits with the recipe's preprocessing; layout problems surface here."""
+    options = {k: v for k, v in cfg.dataset.items()}
+    train = build_from(DATASETS, dict(options, split="train", transform=build_transform(cfg.preprocess, True)),
+                       "dataset")
+    test = build_from(DATASETS, dict(options, split="test", transform=build_transform(cfg.preprocess, False)),
+                      "dataset")
+    if list(train.classes) != list(test.classes):
+        raise CncnnError(f"dataset {options['type']}: the train split has {len(train.classes)} classes and the "
+                         f"test split {len(test.classes)}; they must be the same classes in the same order")
+    if len(train) < cfg.batch_size:
+        raise CncnnError(f"dataset {options['type']}: {len(train)} training images, fewer than --batch-size "
+                         f"{cfg.batch_size}")
+    return Datasets(train, test, list(train.classes))
+
+
+def default_work_dir(recipe: str | Path) -> Path:
+    return Path("work_dirs") / Path(str(recipe)).stem
+
+
+def resume_path(work_dir: Path, resume: str | None) -> Path | None:
+    """``--resume`` alone: the work dir's state; ``--resume PATH``: that file (or that run dir's state)."""
+    if resume is None:
+        return None
+    path = work_dir / STATE_FILE if resume == "auto" else Path(resume)
+    if path.is_dir():
+        path = path / STATE_FILE
+    if not path.is_file():
+        raise CncnnError(f"no resumable state at {path}; it is written after every epoch and on Ctrl-C. "
+                         f"Start without --resume, or pass --resume PATH to a state.pth.")
+    return path
+
+
+def _setup_device(name: str, distributed: bool) -> torch.device:
+    if name == "cpu" and not torch.cuda.is_initialized():
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # mmengine places models on CUDA whenever it sees one
+    device = resolve_device(name if name != "cpu" else "cpu")
+    if device.type == "cuda":
+        index = int(os.environ.get("LOCAL_RANK", device.index or 0)) if distributed else (device.index or 0)
+        torch.cuda.set_device(index)
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def _init_distributed(device: torch.device) -> None:
+    """mmengine's own init calls ``torch.cuda.set_device`` even on CPU: init gloo ourselves there."""
+    if device.type == "cpu" and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+
+
+def _route_logs() -> None:
+    """After the Runner's start-up banner: INFO logs to the work dir's log file only; stderr gets
+    warnings and our own progress lines; stdout stays clean."""
+    for logger in MMLogger._instance_dict.values():
+        logger.setLevel(logging.INFO)
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.stream = sys.stderr  # not setStream: it flushes the old, maybe closed, stream
+                handler.setLevel(logging.WARNING)
+                handler.addFilter(_drop_mmengine_notices)
+            else:
+                handler.setLevel(logging.INFO)
+
+
+def _drop_mmengine_notices(record: logging.LogRecord) -> bool:
+    """mmengine's own deprecation notices say nothing a cncnn user can act on."""
+    message = record.getMessage()
+    return not any(notice in message for notice in ("FileClient", "HardDiskBackend", "registry tree", "has no metainfo"))
+
+
+def run_info(cfg: Config, device: torch.device) -> dict:
+    return {
+        "seed": cfg.seed,
+        "versions": {"cncnn": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "mmengine": mmengine.__version__, "python": platform.python_version()},
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+    }
+
+
+def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: StopRequest) -> Runner:
+    distributed = cfg.launcher == "pytorch"
+    device = _setup_device(cfg.device, distributed)
+    if distributed:
+        _init_distributed(device)
+    set_random_seed(cfg.seed)
+    data = build_datasets(cfg)
+    model_cfg = dict(cfg.model, num_classes=len(data.classes))
+    if cfg.model.get("num_classes") not in (None, len(data.classes)):
+        print(f"note: the recipe says {cfg.model['num_classes']} classes; the dataset has {len(data.classes)}, "
+              f"which the model uses", file=sys.stderr)
+    channels_last = device.type == "cuda"
+    model_cfg["data_preprocessor"] = dict(mean=list(cfg.preprocess["mean"]), std=list(cfg.preprocess["std"]),
+                                          channels_last=channels_last)
+    model = build_model(model_cfg)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    cfg.model = model_cfg
+
+    def checkpoint_info() -> Checkpoint:
+        return Checkpoint(model=model_cfg, classes=data.classes, preprocess=dict(cfg.preprocess),
+                          dataset=dict(cfg.dataset))
+
+    optim_wrapper = dict(cfg.optim_wrapper)
+    if cfg.amp:
+        optim_wrapper.update(amp.amp_wrapper_config(device))
+    loader = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=False,
+                  collate_fn=dict(type="cncnn_collate"), pin_memory=device.type == "cuda")
+    experiment = f"cncnn_{time.time_ns()}"  # mmengine keeps one Visualizer per name per process
+    vis_backends = [dict(type="LocalVisBackend")]
+    try:
+        import tensorboard  # noqa: F401
+
+        vis_backends.append(dict(type="TensorboardVisBackend"))
+    except ImportError:
+        pass
+    _route_logs()  # loggers of earlier runs in this process may hold a closed stream
+    runner = Runner(
+        model=model,
+        work_dir=str(work_dir),
+        experiment_name=experiment,
+        train_dataloader=dict(loader, dataset=SeededAugmentation(data.train, cfg.seed), drop_last=True,
+                              sampler=dict(type="cncnn_train_sampler", shuffle=True, seed=cfg.seed)),
+        val_dataloader=dict(loader, dataset=data.test, sampler=dict(type="DefaultSampler", shuffle=False)),
+        val_evaluator=dict(type="cncnn_accuracy"),
+        optim_wrapper=optim_wrapper,
+        param_scheduler=list(cfg.param_scheduler) or None,
+        train_cfg=dict(cfg.train_cfg),
+        val_cfg=dict(),
+        default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=cfg.log_interval)),
+        custom_hooks=[
+            WorkDirHook(checkpoint_info, stop, cfg.batch_size, run_info(cfg, device), resume_from is not None),
+            ConsoleHook(cfg.log_interval),
+            *cfg.custom_hooks,
+        ],
+        load_from=str(resume_from) if resume_from else None,
+        resume=resume_from is not None,
+        launcher=cfg.launcher,
+        env_cfg=dict(cudnn_benchmark=device.type == "cuda",
+                     dist_cfg=dict(backend="nccl" if device.type == "cuda" else "gloo")),
+        randomness=dict(seed=cfg.seed),
+        default_scope="mmengine",  # our models and datasets are built before the Runner sees them
+        log_processor=dict(by_epoch=True, window_size=cfg.log_interval),
+        visualizer=dict(type="Visualizer", vis_backends=vis_backends, name=experiment),
+        cfg=_runner_cfg(cfg, device),
+        log_level="WARNING",
+    )
+    _route_logs()
+    runner.dump_config = lambda: None  # the validated config is saved as config.py by `cncnn train`
+    return runner
+
+
+def _runner_cfg(cfg: Config, device: torch.device) -> Config:
+    """The keys mmengine's Runner reads from its config (SyncBN, the DDP wrapper) in its own terms."""
+    runner_cfg = cfg.copy()
+    runner_cfg.sync_bn = "torch" if cfg.sync_bn else None
+    if device.type == "cpu":  # DDP rejects device_ids for a CPU model; mmengine passes LOCAL_RANK
+        runner_cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
+    return runner_cfg

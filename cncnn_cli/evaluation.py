@@ -1,0 +1,65 @@
+"""Evaluating a checkpoint on a dataset split (the engine behind ``cncnn eval``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from cncnn_cli.checkpoint import load_model
+from cncnn_cli.collate import collate
+from cncnn_cli.device import resolve_device
+from cncnn_cli.errors import CncnnError
+from cncnn_cli.metrics import accuracy_report, confusion_matrix
+from cncnn_cli.registry import DATASETS, build_from
+from cncnn_cli.transforms import build_transform
+
+
+@dataclass
+class Evaluation:
+    report: dict
+    confusion: torch.Tensor
+    classes: list[str]
+    skipped: int
+
+
+def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root: str | None = None,
+                        split: str = "test", batch_size: int = 32, workers: int = 2,
+                        device: str = "auto") -> Evaluation:
+    model, info = load_model(path)
+    dataset_cfg = dict(info.dataset or {})
+    if dataset:
+        dataset_cfg = {"type": dataset, "data_root": data_root or dataset_cfg.get("data_root")}
+    elif data_root:
+        dataset_cfg["data_root"] = data_root
+    if not dataset_cfg.get("type") or dataset_cfg.get("data_root") is None:
+        raise CncnnError(f"{path} does not name its dataset (converted checkpoints may not): "
+                         f"pass --dataset NAME --data-root DIR")
+    data = build_from(DATASETS, dict(dataset_cfg, split=split, transform=build_transform(info.preprocess, False)),
+                      "dataset")
+    num_classes = len(info.classes)
+    if len(data.classes) != num_classes:
+        raise CncnnError(f"{path} predicts {num_classes} classes but {dataset_cfg['type']} at "
+                         f"{dataset_cfg['data_root']} has {len(data.classes)}; evaluate on the dataset it was "
+                         f"trained for")
+    target = resolve_device(device)
+    model = model.to(target)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                        pin_memory=target.type == "cuda")
+    ensembles, labels, heads, skipped = [], [], {}, 0
+    with torch.inference_mode():
+        for batch in loader:
+            skipped += batch["skipped"]
+            if batch["inputs"].shape[0] == 0:
+                continue
+            outputs = model(model.data_preprocessor(batch, False)["inputs"], mode="tensor")
+            ensembles.append(outputs["logits"].float().cpu())
+            for name, logits in outputs["heads"].items():
+                heads.setdefault(name, []).append(logits.float().cpu())
+            labels.append(batch["data_samples"])
+    if not labels:
+        raise CncnnError(f"no readable images in {dataset_cfg['type']} split '{split}'")
+    ensemble, truth = torch.cat(ensembles), torch.cat(labels)
+    report = accuracy_report(ensemble, {k: torch.cat(v) for k, v in heads.items()}, truth)
+    return Evaluation(report, confusion_matrix(ensemble.argmax(1), truth, num_classes), list(info.classes), skipped)

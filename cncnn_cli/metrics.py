@@ -1,0 +1,55 @@
+"""Accuracy metrics: top-1, top-5, mean per-class accuracy, per-classifier top-1."""
+from __future__ import annotations
+
+import torch
+from mmengine.evaluator import BaseMetric
+
+from mmengine.registry import METRICS
+
+
+def accuracy_report(ensemble: torch.Tensor, heads: dict[str, torch.Tensor], labels: torch.Tensor) -> dict:
+    """Percentages over N images from logits (N×K) and labels (N)."""
+    num_images, num_classes = ensemble.shape
+    top5 = ensemble.topk(min(5, num_classes), dim=1).indices
+    predicted = top5[:, 0]
+    correct = predicted == labels
+    per_class = torch.zeros(num_classes).index_add_(0, labels, correct.float())
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    present = counts > 0
+    report = {
+        "top1": 100.0 * correct.float().mean().item(),
+        "top5": 100.0 * (top5 == labels[:, None]).any(1).float().mean().item(),
+        "mean_class_accuracy": 100.0 * (per_class[present] / counts[present]).mean().item(),
+        "num_images": int(num_images),
+        "heads": {name: 100.0 * (logits.argmax(1) == labels).float().mean().item() for name, logits in heads.items()},
+    }
+    report["heads"]["ensemble"] = report["top1"]
+    return report
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Rows are true classes, columns predicted ones."""
+    flat = labels * num_classes + predicted
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+@METRICS.register_module(name="cncnn_accuracy")
+class AccuracyMetric(BaseMetric):
+    """mmengine metric over the model's predict-mode outputs (one dict per image)."""
+
+    default_prefix = ""
+
+    def process(self, data_batch, data_samples) -> None:
+        for sample in data_samples:
+            self.results.append({"logits": sample["logits"].float().cpu(),
+                                 "heads": {k: v.float().cpu() for k, v in sample["heads"].items()},
+                                 "label": int(sample["label"])})
+
+    def compute_metrics(self, results: list) -> dict:
+        ensemble = torch.stack([r["logits"] for r in results])
+        heads = {name: torch.stack([r["heads"][name] for r in results]) for name in results[0]["heads"]}
+        labels = torch.tensor([r["label"] for r in results])
+        report = accuracy_report(ensemble, heads, labels)
+        flat = {k: v for k, v in report.items() if k != "heads"}
+        flat.update({f"{name}_top1": value for name, value in report["heads"].items()})
+        return flat

@@ -1,0 +1,81 @@
+"""`cncnn data check`: counts, sizes and modes; unreadable files by name (exit 1); bad layouts (exit 2)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cncnn_cli.commands.data import app
+from cncnn_cli.data_check import check_dataset
+from tests.dataset_fixtures import make_aircraft, make_cub, make_imagefolder, truncate
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, ["check", *args])
+
+
+def test_clean_dataset_reports_counts_sizes_and_modes(tmp_path):
+    root = make_cub(tmp_path, num_classes=3, train_per_class=2, test_per_class=1)
+    result = run("--dataset", "cub", "--data-root", str(root), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    train, test = report["splits"]["train"], report["splits"]["test"]
+    assert report["ok"] and report["num_classes"] == 3
+    assert train["num_images"] == 6 and test["num_images"] == 3
+    assert train["per_class"] == {"Black footed Albatross": 2, "Laysan Albatross": 2, "Sooty Albatross": 2}
+    assert train["modes"] == {"RGB": 4, "L": 1, "CMYK": 1}
+    assert train["width"] == {"min": 48, "median": 48, "max": 48} and train["unreadable"] == []
+    text = run("--dataset", "cub", "--data-root", str(root))
+    assert text.exit_code == 0 and "Laysan Albatross" in text.stdout and "OK" in text.stdout
+
+
+def test_truncated_image_is_reported_by_name_with_exit_1(tmp_path):
+    root = make_aircraft(tmp_path)
+    broken = truncate(root / "data" / "images" / "1000002.jpg")
+    result = run("--dataset", "aircraft", "--data-root", str(root.parent))
+    assert result.exit_code == 1
+    assert str(broken) in result.stdout and "problem" in result.stdout
+    report = json.loads(run("--dataset", "aircraft", "--data-root", str(root), "--json").stdout)
+    assert [item["path"] for item in report["splits"]["train"]["unreadable"]] == [str(broken)]
+    assert report["splits"]["test"]["unreadable"] == [] and not report["ok"]
+
+
+def test_missing_annotation_file_exits_2_with_one_line(tmp_path):
+    root = make_cub(tmp_path)
+    (root / "train_test_split.txt").unlink()
+    result = run("--dataset", "cub", "--data-root", str(root))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: cub: missing ") and str(root / "train_test_split.txt") in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_recipe_supplies_dataset_and_flags_override(tmp_path):
+    root = make_imagefolder(tmp_path, counts={"train": 2, "val": 1})
+    recipe = tmp_path / "mine.py"
+    recipe.write_text(f"dataset = dict(type='imagefolder', data_root={str(tmp_path / 'elsewhere')!r})\n")
+    assert run(str(recipe)).exit_code == 2
+    result = run(str(recipe), "--data-root", str(root), "--json")
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)["splits"]) == ["train", "val"]
+    demo = tmp_path / "demo.py"
+    demo.write_text("dataset = dict(type='demo', num_classes=3, train_per_class=2, test_per_class=1, image_size=40)\n")
+    report = json.loads(run(str(demo), "--split", "test", "--json").stdout)
+    assert report["splits"]["test"]["per_class"] == {"red crown": 1, "yellow crown": 1, "green crown": 1}
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert run().exit_code == 2
+    assert run("--dataset", "cub").exit_code == 2  # cub needs --data-root
+    assert run("--dataset", "nope", "--data-root", str(tmp_path)).exit_code == 2
+    assert run(str(tmp_path / "missing.py")).exit_code == 2
+
+
+def test_train_class_without_images_is_a_problem(tmp_path):
+    root = make_imagefolder(tmp_path)
+    (root / "train" / "empty").mkdir()
+    report = check_dataset("imagefolder", str(root))
+    assert report.problems == ["split 'train': class 'empty' has no images"]
+    assert Path(report.data_root) == root

@@ -1,0 +1,189 @@
+"""Every ConvLSTM speed-up gives the plain formula's values and gradients; the authors' formulation agrees.
+
+Plain references: ``tests.reference.convlstm_plain`` (one conv over [x, h] per step from a
+zero state) on nearest-upsampled maps, and the ``convlstm_official`` fusion plugin.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cncnn_cli.model import build_model
+from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion, lstm_gates, phase_plan, scatter_phases, upsampled_conv
+from cncnn_plugins.official_formulation import OfficialConvLSTMFusion
+from tests.conftest import tiny_model_config
+from tests.reference import convlstm_plain
+
+FLOAT64 = dict(rtol=1e-9, atol=1e-11)
+FLOAT32 = dict(rtol=1e-4, atol=1e-5)
+
+
+def _grads(outputs, inputs):
+    """Gradients of a fixed random projection of ``outputs`` (so every output and element counts)."""
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outputs)
+    return torch.autograd.grad(loss, inputs)
+
+
+def _assert_all_close(actual, expected, **tolerance):
+    assert len(actual) == len(expected)
+    for a, b in zip(actual, expected):
+        torch.testing.assert_close(a, b, **tolerance)
+
+
+@pytest.mark.parametrize("kernel_size,scale", [(3, 2), (3, 4), (3, 3), (3, 1), (5, 2), (1, 4)])
+def test_phase_plan_reads_the_source_pixels_the_upsampled_convolution_reads(kernel_size, scale):
+    plan, source, radius = phase_plan(kernel_size, scale), 5, kernel_size // 2
+    for out in range(source * scale):
+        a, i = out % scale, out // scale
+        # Tap t of the convolution over the upsampled axis reads upsampled pixel out + t - radius.
+        direct = [(out + t - radius) // scale if 0 <= out + t - radius < source * scale else None
+                  for t in range(kernel_size)]
+        matrix, via_plan = plan.matrices[plan.phase[a]], []
+        for t in range(kernel_size):
+            (row,) = [row for row in range(plan.width) if matrix[row][t]]
+            src = i + plan.offset[a] + row - plan.pad[0]
+            via_plan.append(src if 0 <= src < source else None)
+        assert via_plan == direct
+    if kernel_size == 3:  # first, middle (all alike) and last phases
+        assert len(plan.matrices) == min(scale, 3)
+
+
+@pytest.mark.parametrize("scale", [(2, 2), (4, 4), (3, 2), (1, 4)])
+@pytest.mark.parametrize("with_base", [False, True])
+def test_upsampled_conv_equals_conv_of_the_upsampled_map(scale, with_base):
+    x = torch.randn(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    base = torch.randn(2, 7, 4 * scale[0], 3 * scale[1], dtype=torch.float64, requires_grad=True)
+    phases = upsampled_conv(x, weight, bias, scale)
+    fast = scatter_phases(phases, scale, (4, 3), 3, base=base.clone() if with_base else None)
+    up = F.interpolate(x, scale_factor=scale, mode="nearest")
+    plain = F.conv2d(up, weight, bias, padding=1) + (base if with_base else 0)
+    torch.testing.assert_close(fast, plain, **FLOAT64)
+    inputs = [x, weight, bias, base] if with_base else [x, weight, bias]
+    _assert_all_close(_grads([fast], inputs), _grads([plain], inputs), **FLOAT64)
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("use", ["h", "c", "both"])
+def test_fused_gate_math_equals_the_formula(with_state, use):
+    channels = 4
+    gates = torch.randn(2, 4 * channels, 3, 5, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(2, channels, 3, 5, dtype=torch.float64, requires_grad=True) if with_state else None
+    i, f, o, g = gates.split(channels, 1)
+    c_plain = torch.sigmoid(i) * torch.tanh(g) + (torch.sigmoid(f) * c if with_state else 0)
+    h_plain = torch.sigmoid(o) * torch.tanh(c_plain)
+    # The zero state takes only the i, o, g blocks: its forget gate multiplies c = 0.
+    fused_input = gates if with_state else torch.cat([i, o, g], 1)
+    h, c_next = lstm_gates(fused_input, c)
+    torch.testing.assert_close(h, h_plain, **FLOAT64)
+    torch.testing.assert_close(c_next, c_plain, **FLOAT64)
+    inputs = [gates, c] if with_state else [gates]
+    chosen = {"h": [0], "c": [1], "both": [0, 1]}[use]
+    fast, plain = [h, c_next], [h_plain, c_plain]
+    _assert_all_close(_grads([fast[k] for k in chosen], inputs), _grads([plain[k] for k in chosen], inputs),
+                      **FLOAT64)
+
+
+@pytest.mark.parametrize("size,shapes", [
+    ((12, 12), [(3, 3), (6, 6), (12, 12)]),  # the model's P5, P4, P3 (×4, ×2, ×1)
+    ((12, 8), [(4, 2), (6, 8), (12, 8)]),    # different factors per axis
+    ((10, 10), [(3, 3), (5, 5), (10, 10)]),  # 10/3 is no integer: upsampled first
+    ((6, 6), [(6, 6), (6, 6), (6, 6)]),      # all at full size
+])
+def test_convlstm_equals_the_plain_formula_on_upsampled_maps(size, shapes):
+    cell = ConvLSTM(channels=6).double()
+    torch.nn.init.normal_(cell.conv.weight, std=0.2)
+    torch.nn.init.normal_(cell.conv.bias, std=0.2)
+    sequence = [torch.randn(2, 6, *shape, dtype=torch.float64, requires_grad=True) for shape in shapes]
+    fast = cell(sequence, size)
+    plain = convlstm_plain([F.interpolate(x, size=size, mode="nearest") for x in sequence],
+                           cell.conv.weight, cell.conv.bias)
+    _assert_all_close(fast, plain, **FLOAT64)
+    inputs = [cell.conv.weight, cell.conv.bias, *sequence]
+    _assert_all_close(_grads(fast, inputs), _grads(plain, inputs), **FLOAT64)
+
+
+def test_convlstm_keeps_channels_last_inputs_channels_last_and_exact():
+    cell = ConvLSTM(channels=8)
+    sequence = [torch.randn(2, 8, s, s) for s in (2, 4, 8)]
+    contiguous = cell(sequence, (8, 8))
+    channels_last = cell([x.contiguous(memory_format=torch.channels_last) for x in sequence], (8, 8))
+    _assert_all_close(channels_last, contiguous, **FLOAT32)
+    assert all(h.is_contiguous(memory_format=torch.channels_last) for h in channels_last)
+
+
+def _fusion_pair(checkpoint_official: bool = False):
+    in_channels = (16, 24, 40)
+    ours = ConvLSTMFusion(in_channels, channels=8)
+    official = OfficialConvLSTMFusion(in_channels, channels=8, checkpoint=checkpoint_official)
+    for bn in (m for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        torch.nn.init.normal_(bn.weight)
+        torch.nn.init.normal_(bn.bias)
+    assert list(official.state_dict()) == list(ours.state_dict())
+    official.load_state_dict(ours.state_dict())
+    return ours, official
+
+
+def _feats():
+    return [torch.randn(4, 16, 8, 8, requires_grad=True), torch.randn(4, 24, 4, 4, requires_grad=True),
+            torch.randn(4, 40, 2, 2, requires_grad=True)]
+
+
+@pytest.mark.parametrize("checkpoint_official", [False, True])
+def test_official_formulation_equals_convlstm_outputs_gradients_and_bn_statistics(checkpoint_official):
+    ours, official = _fusion_pair(checkpoint_official)
+    feats = _feats()
+    fast, plain = ours(feats), official(feats)
+    _assert_all_close(fast, plain, **FLOAT32)
+    _assert_all_close(_grads(fast, [*ours.parameters(), *feats]), _grads(plain, [*official.parameters(), *feats]),
+                      **FLOAT32)
+    _assert_all_close(list(ours.buffers()), list(official.buffers()), **FLOAT32)
+
+
+def test_official_formulation_model_has_the_same_weights_loss_and_gradients():
+    ours = build_model(tiny_model_config()).double()
+    official = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm_official", channels=32))).double()
+    official.load_state_dict(ours.state_dict())  # strict: the same keys
+    images, labels = torch.randn(3, 3, 64, 64, dtype=torch.float64), torch.tensor([0, 1, 4])
+    loss_ours = sum(ours(images, labels, mode="loss").values())
+    loss_official = sum(official(images, labels, mode="loss").values())
+    torch.testing.assert_close(loss_ours, loss_official, **FLOAT64)
+    loss_ours.backward()
+    loss_official.backward()
+    _assert_all_close([p.grad for p in ours.parameters()], [p.grad for p in official.parameters()], **FLOAT64)
+    _assert_all_close(list(ours.buffers()), list(official.buffers()), **FLOAT64)
+
+
+def test_checkpointed_convlstm_gives_identical_values_and_gradients():
+    plain, _ = _fusion_pair()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.checkpoint = True
+    feats = _feats()
+    expected, actual = plain(feats), checkpointed(feats)
+    for a, b in zip(actual, expected):
+        assert torch.equal(a, b)
+    for a, b in zip(_grads(actual, [*checkpointed.parameters(), *feats]),
+                    _grads(expected, [*plain.parameters(), *feats])):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_option_comes_from_the_config():
+    model = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, checkpoint=True)))
+    assert model.fusion.checkpoint
+    losses = model(torch.randn(2, 3, 64, 64), torch.tensor([0, 1]), mode="loss")
+    sum(losses.values()).backward()
+    assert model.fusion.convlstm.conv.weight.grad.abs().sum() > 0
+
+
+def test_bf16_autocast_matches_the_official_formulation_to_bf16_precision():
+    ours, official = _fusion_pair()
+    feats = _feats()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, plain = ours(feats), official(feats)
+    assert all(f.dtype == torch.bfloat16 for f in fast)
+    _assert_all_close([f.float() for f in fast], [p.float() for p in plain], rtol=0.05, atol=0.05)

@@ -1,0 +1,177 @@
+"""Training end to end on CPU: config errors, every dataset layout, exact resume, interruption, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cncnn_cli.checkpoint import read_checkpoint
+from cncnn_cli.main import main
+from tests import dataset_fixtures as fixtures
+
+HERE = Path(__file__).parent
+TINY = ["--backbone", "resnet18", "--no-pretrained", "--image-size", "32", "--workers", "0",
+        "--cfg-options", "model.fusion.channels=16", "--cfg-options", "model.head.hidden=16"]
+DEMO = ["--batch-size", "8", "--cfg-options", "dataset.train_per_class=4", "--cfg-options", "dataset.test_per_class=2",
+        "--cfg-options", "dataset.image_size=40", "--cfg-options", "log_interval=1"]
+
+
+def _train(work_dir: Path, *extra: str, recipe: str = "demo") -> int:
+    return main(["train", recipe, "--work-dir", str(work_dir), *TINY, *extra])
+
+
+def test_config_errors_name_the_key_and_the_closest_valid_one(tmp_path, capsys):
+    assert _train(tmp_path / "a", "--cfg-options", "train_cfg.max_epoch=3") == 2
+    err = capsys.readouterr().err
+    assert "train_cfg.max_epoch" in err and "max_epochs" in err and "Traceback" not in err
+    assert _train(tmp_path / "b", "--cfg-options", "model.fusion.chanels=8") == 2
+    assert "Did you mean 'channels'" in capsys.readouterr().err
+    assert _train(tmp_path / "c", "--cfg-options", "batch_size='many'") == 2
+    assert "batch_size" in capsys.readouterr().err
+    assert main(["train", "cubb"]) == 2
+    assert "Did you mean 'cub'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_recipes_hold_the_papers_values():
+    from cncnn_cli.config import resolve_config
+
+    for name, resize, hidden in (("cub", 600, 512), ("cars", 448, 256), ("aircraft", 512, 256)):
+        cfg = resolve_config(name)
+        assert cfg.preprocess["crop"] == 448 and cfg.preprocess["resize"] == resize
+        assert cfg.model["backbone"] == {"type": "resnet50", "pretrained": "IMAGENET1K_V1"}
+        assert cfg.model["fusion"]["type"] == "convlstm" and cfg.model["attention"]["type"] == "spatial_channel"
+        assert cfg.model["head"]["hidden"] == hidden
+        optimizer = cfg.optim_wrapper["optimizer"]
+        assert optimizer == {"type": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+        assert cfg.optim_wrapper["paramwise_cfg"]["custom_keys"]["backbone"]["lr_mult"] == 0.01
+        assert cfg.train_cfg["max_epochs"] == 300 and cfg.batch_size == 16
+        assert cfg.param_scheduler[0]["type"] == "CosineAnnealingLR" and cfg.param_scheduler[0]["T_max"] == 300
+
+
+def test_lr_groups_follow_the_recipe(tmp_path):
+    assert _train(tmp_path / "run", *DEMO, "--epochs", "1", "--lr", "0.2") == 0
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert history[0]["lr"] == pytest.approx(0.2)
+    assert history[0]["backbone_lr"] == pytest.approx(0.2)  # demo: backbone at the full rate
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+@pytest.mark.parametrize("interrupt", ["crash", "signal"])
+def test_interrupted_and_resumed_equals_straight(tmp_path, capsys, interrupt):
+    args = [*DEMO, "--epochs", "3", "--seed", "3"]
+    assert _train(tmp_path / "straight", *args) == 0
+    hook = "{'type': 'InterruptAt', 'epoch': 1, 'iteration': 2, 'mode': '%s'}" % interrupt
+    code = _train(tmp_path / "resumed", *args, "--plugin", str(HERE / "interrupt_hook.py"),
+                  "--cfg-options", f"custom_hooks=[{hook}]")
+    assert code == 130 if interrupt == "signal" else code != 0
+    if interrupt == "signal":
+        assert "--resume" in capsys.readouterr().err
+        read_checkpoint(tmp_path / "resumed" / "last.safetensors")
+    assert _train(tmp_path / "resumed", *args, "--resume") == 0
+    straight = _weights(tmp_path / "straight" / "last.safetensors")
+    resumed = _weights(tmp_path / "resumed" / "last.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6, msg=key)
+    history = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_resume_refuses_a_different_epoch_count_and_a_fresh_run_refuses_an_existing_one(tmp_path, capsys):
+    assert _train(tmp_path / "run", *DEMO, "--epochs", "1") == 0
+    assert _train(tmp_path / "run", *DEMO, "--epochs", "1") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert _train(tmp_path / "run", *DEMO, "--epochs", "4", "--resume") == 2
+    assert "--epochs 1" in capsys.readouterr().err
+
+
+def test_metrics_and_checkpoints_of_a_run(tmp_path, capsys):
+    assert _train(tmp_path / "run", *DEMO, "--epochs", "2") == 0
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert {"loss", "lr", "top1", "top5", "train_images_per_s"} <= metrics["history"][0].keys()
+    assert metrics["best"]["selected_on"] == "test" and metrics["last"]["epoch"] == 2
+    assert metrics["seed"] == 0 and "torch" in metrics["versions"]
+    info, _ = read_checkpoint(run / "best.safetensors")
+    assert info.classes[0] == "red crown" and info.preprocess["crop"] == 32
+    assert (run / "config.py").is_file() and (run / "state.pth").is_file()
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(run / "state.pth")) == []
+    capsys.readouterr()
+    assert main(["eval", str(run / "best.safetensors"), "--json", "--workers", "0",
+                 "--out", str(tmp_path / "report")]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document) == {"top1", "top5", "mean_class_accuracy", "num_images", "heads"}
+    assert set(document["heads"]) == {"cls3", "cls4", "cls5", "concat", "ensemble"}
+    assert document["top1"] == pytest.approx(metrics["best"]["top1"])
+    assert (tmp_path / "report" / "confusion.png").is_file() and (tmp_path / "report" / "per_class.csv").is_file()
+
+
+@pytest.mark.parametrize("layout", ["cub", "cars", "cars_annos", "aircraft", "imagefolder"])
+def test_one_epoch_trains_and_evaluates_on_each_dataset_layout(tmp_path, layout, capsys):
+    maker = getattr(fixtures, f"make_{layout}")
+    root = maker(tmp_path / "data")
+    recipe = {"cars_annos": "cars", "imagefolder": "cub"}.get(layout, layout)
+    dataset = ["--dataset", "imagefolder"] if layout == "imagefolder" else []
+    assert _train(tmp_path / "run", "--epochs", "1", "--batch-size", "2", "--data-root", str(root), *dataset,
+                  recipe=recipe) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run" / "last.safetensors"), "--json", "--workers", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_images"] > 0
+
+
+def test_missing_annotation_file_stops_before_training(tmp_path, capsys):
+    root = fixtures.make_cub(tmp_path / "data")
+    next(root.rglob("train_test_split.txt")).unlink()
+    assert _train(tmp_path / "run", "--epochs", "1", "--data-root", str(root), recipe="cub") == 2
+    err = capsys.readouterr().err
+    assert "train_test_split.txt" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "state.pth").exists()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cncnn_cli", *args]
+
+
+def test_ctrl_c_in_a_subprocess_saves_a_resumable_run(tmp_path):
+    work = tmp_path / "run"
+    process = subprocess.Popen(_cli("train", "demo", "--work-dir", str(work), *TINY, *DEMO, "--epochs", "200"),
+                               stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    lines = []
+    deadline = time.time() + 120
+    for line in process.stderr:
+        lines.append(line)
+        if "iter 2/" in line or time.time() > deadline:
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    err = "".join(lines) + rest
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    read_checkpoint(work / "last.safetensors")
+    assert (work / "state.pth").is_file()
+
+
+def test_two_process_gloo_run_finishes(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cncnn_cli",
+         "train", "demo", "--work-dir", str(tmp_path / "ddp"), "--launcher", "pytorch", "--device", "cpu",
+         *TINY, *DEMO, "--epochs", "1"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["history"][0]["top1"] >= 0
+    read_checkpoint(tmp_path / "ddp" / "best.safetensors")
