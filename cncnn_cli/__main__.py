@@ -1,5 +1,4 @@
 """``python -m cncnn_cli`` (used by torchrun: ``torchrun ... -m cncnn_cli train RECIPE``)."""
-import sys
 
 from cncnn_cli.main import run
 

@@ -17,7 +17,7 @@ What is measured (docs/benchmarks.md repeats it):
   (FLOPs = 2 × multiply-adds, as torch counts them).
 
 ``--amp``: bf16 autocast on CPU; on CUDA bf16 where supported, else fp16 with a
-``GradScaler``, plus channels_last and ``cudnn.benchmark``.
+``GradScaler``, and ``cudnn.benchmark``. Both with channels_last (see ``_setup_precision``).
 """
 from __future__ import annotations
 
@@ -134,17 +134,27 @@ def run_benchmark(variant: str = "full", image_size: int = 448, batch_size: int 
 
 
 def _setup_precision(model: torch.nn.Module, device: torch.device, amp: bool):
-    """(precision name, GradScaler or None); on CUDA with AMP also channels_last and cudnn.benchmark."""
+    """(precision name, GradScaler or None). AMP also switches the model to channels_last.
+
+    channels_last on CPU too: oneDNN's bf16 convolution backward in NCHW falls back to
+    slow kernels (8.5 s per step against 1.0 s for ResNet-50 CN-CNN at 448, batch 2,
+    on the Xeon of docs/benchmarks.md).
+    """
     if not amp:
         return "fp32", None
-    if device.type == "cpu":
-        return "bf16", None
-    torch.backends.cudnn.benchmark = True
     model.data_preprocessor.channels_last = True
     model.to(memory_format=torch.channels_last)
-    if torch.cuda.is_bf16_supported():
-        return "bf16", None
-    return "fp16", torch.amp.GradScaler("cuda")
+    precision = amp_precision(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return precision, torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+
+def amp_precision(device: torch.device) -> str:
+    """The autocast dtype ``--amp`` uses on ``device``: bf16 on CPU and on GPUs that support it, else fp16."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "fp16"
+    return "bf16"
 
 
 def _autocast(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:

@@ -61,20 +61,14 @@ class DataReport:
         }
 
 
-def dataset_from_recipe(path: str | Path) -> dict[str, Any]:
-    """The ``dataset = dict(type=..., data_root=..., ...)`` entry of an mmengine config file."""
-    from mmengine import Config
+def dataset_from_recipe(recipe: str | Path) -> dict[str, Any]:
+    """The ``dataset = dict(type=..., data_root=..., ...)`` entry of a recipe (a file or a bundled name)."""
+    from cncnn_cli.recipes import load_recipe
 
-    path = Path(path)
-    if not path.is_file() or path.suffix != ".py":
-        raise CncnnError(f"recipe {path}: expected an existing mmengine config file (*.py)")
-    try:
-        config = Config.fromfile(str(path), lazy_import=False)
-    except Exception as exc:  # syntax errors, bad _base_ paths: all one-line user errors
-        raise CncnnError(f"recipe {path} failed to load: {type(exc).__name__}: {exc}") from None
+    config = load_recipe(recipe)
     dataset = config.get("dataset")
     if not isinstance(dataset, dict) or "type" not in dataset:
-        raise CncnnError(f"recipe {path} has no `dataset = dict(type=..., data_root=...)` entry")
+        raise CncnnError(f"recipe {recipe} has no `dataset = dict(type=..., data_root=...)` entry")
     return dict(dataset)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from cncnn_cli.commands import catalog, convert, evaluate, predict, train
+from cncnn_cli.commands import ablate, catalog, convert, data, evaluate, predict, train
 from cncnn_cli.commands import visualize
 from cncnn_cli.commands import benchmark
 from cncnn_cli.commands.common import err_console, remember_invocation
@@ -25,10 +25,12 @@ app = typer.Typer(
 )
 app.command()(train.train)
 app.command("eval")(evaluate.evaluate)
+app.command()(ablate.ablate)
 app.command()(predict.predict)
 app.command()(benchmark.benchmark)
 app.command()(visualize.visualize)
 app.add_typer(convert.app, name="convert")
+app.add_typer(data.app, name="data", help="Inspect datasets: counts, image modes, unreadable files.")
 app.command()(catalog.plugins)
 app.command()(catalog.recipes)
 app.command()(catalog.info)

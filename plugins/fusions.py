@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint as recompute
 
 from cncnn_cli.registry import FUSIONS
@@ -193,16 +194,17 @@ class _ScatterPhases(torch.autograd.Function):
         if base is not None:
             ctx.mark_dirty(base)
         ctx.plans, ctx.size, ctx.has_base = plans, size, base is not None
-        ctx.layout = phases.shape, phases.stride()
+        ctx.phases_layout = torch.empty_like(phases, device="meta")
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         (plan_h, plan_w), (height, width) = ctx.plans, ctx.size
-        shape, stride = ctx.layout
-        grid = grad.reshape(shape[0], shape[1], height, len(plan_h.phase), width, len(plan_w.phase))
+        batch, channels = grad.shape[:2]
+        grid = grad.reshape(batch, channels, height, len(plan_h.phase), width, len(plan_w.phase))
         # Laid out like the phases (upsampled_conv's GEMM output): its backward needs no copy.
-        grad_phases = grad.new_empty_strided(shape, stride).zero_()
+        grad_phases = torch.zeros_like(ctx.phases_layout, device=grad.device)
         for a, (ph, u) in enumerate(zip(plan_h.phase, plan_h.offset)):
             for b, (pw, v) in enumerate(zip(plan_w.phase, plan_w.offset)):
                 grad_phases[:, :, ph, pw, u:u + height, v:v + width] += grid[:, :, :, a, :, b]
@@ -249,15 +251,17 @@ class _LSTMGates(torch.autograd.Function):
         h = so * tanh_c
         ctx.save_for_backward(sig, tanh_g, tanh_c, c)
         ctx.set_materialize_grads(False)
+        ctx.gates_layout = torch.empty_like(gates, device="meta")  # the gradient takes the gates' strides
         return h, c_next
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_h, grad_c_next):
         sig, tanh_g, tanh_c, c = ctx.saved_tensors
         channels = tanh_g.shape[1]
         blocks = 3 if c is None else 4
         si, so = sig.narrow(1, 0, channels), sig.narrow(1, (blocks - 2) * channels, channels)
-        grad = sig.new_empty(sig.shape[0], blocks * channels, *sig.shape[2:])
+        grad = torch.empty_like(ctx.gates_layout, device=sig.device)
         gi, go = grad.narrow(1, 0, channels), grad.narrow(1, (blocks - 2) * channels, channels)
         gg = grad.narrow(1, (blocks - 1) * channels, channels)
         if grad_h is None:
@@ -300,46 +304,58 @@ class ConvLSTM(nn.Module):
     gate order i, f, o, g. ``forward(sequence, size)`` computes exactly the ConvLSTM over
     the maps nearest-upsampled to ``size`` without materializing them (see the module
     docstring for the rewrites); maps whose size does not divide ``size`` are upsampled.
+    ``checkpoint=True`` recomputes each step in backward instead of keeping its
+    activations, one step at a time, so at most one step's activations are alive.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3) -> None:
+    def __init__(self, channels: int, kernel_size: int = 3, checkpoint: bool = False) -> None:
         super().__init__()
         self.channels = channels
         self.padding = kernel_size // 2
+        self.checkpoint = checkpoint
         self.conv = nn.Conv2d(2 * channels, 4 * channels, kernel_size, padding=self.padding, bias=True)
 
     def forward(self, sequence: list[torch.Tensor], size: tuple[int, int] | None = None) -> list[torch.Tensor]:
         size = tuple(size or sequence[-1].shape[-2:])
-        c_in, kernel = self.channels, self.conv.kernel_size[0]
+        c_in = self.channels
         weight, bias = _autocast_once(self.conv.weight), _autocast_once(self.conv.bias)
         # Views through splits, not slices: a split's backward is one concatenation, where
         # each slice would allocate and fill a zero gradient of the whole weight.
         weight_x, weight_h = weight.split(c_in, 1)
         (wi, _, wo, wg), (bi, _, bo, bg) = weight_x.split(c_in), bias.split(c_in)
+        weights = (weight, bias, weight_x, weight_h, torch.cat([wi, wo, wg]), torch.cat([bi, bo, bg]))
         memory_format = _memory_format(sequence[-1])
         hidden: list[torch.Tensor] = []
         h = c = None
         for x in sequence:
-            scale = _integer_scale(x.shape[-2:], size)
-            if scale is None:
-                x, scale = F.interpolate(x, size=size, mode="nearest"), (1, 1)
-            if h is None:  # zero state: no conv_h, no forget gate
-                rows, rows_bias = torch.cat([wi, wo, wg]), torch.cat([bi, bo, bg])
-                if scale == (1, 1):
-                    h, c = lstm_gates(F.conv2d(x, rows, rows_bias, padding=self.padding), None)
-                else:
-                    h, c = lstm_gates(upsampled_conv(x, rows, rows_bias, scale), None)
-                    h, c = (scatter_phases(t, scale, x.shape[-2:], kernel, memory_format=memory_format)
-                            for t in (h, c))
-            elif scale == (1, 1):
-                h, c = lstm_gates(F.conv2d(torch.cat([x, h], 1), weight, bias, padding=self.padding), c)
-            else:
-                gates = F.conv2d(h, weight_h, None, padding=self.padding)
-                gates = scatter_phases(upsampled_conv(x, weight_x, bias, scale), scale, x.shape[-2:], kernel,
-                                       base=gates)
-                h, c = lstm_gates(gates, c)
+            h, c = _maybe_recompute(self.checkpoint, self._step, x, h, c, size, memory_format, *weights)
             hidden.append(h)
         return hidden
+
+    def _step(self, x, h, c, size, memory_format, weight, bias, weight_x, weight_h, zero_state_weight,
+              zero_state_bias) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = _integer_scale(x.shape[-2:], size)
+        if scale is None:
+            x, scale = F.interpolate(x, size=size, mode="nearest"), (1, 1)
+        kernel = weight.shape[-1]
+        if h is None:  # zero state: no conv_h, no forget gate
+            if scale == (1, 1):
+                return lstm_gates(F.conv2d(x, zero_state_weight, zero_state_bias, padding=self.padding), None)
+            h, c = lstm_gates(upsampled_conv(x, zero_state_weight, zero_state_bias, scale), None)
+            return tuple(scatter_phases(t, scale, x.shape[-2:], kernel, memory_format=memory_format)
+                         for t in (h, c))
+        if scale == (1, 1):
+            return lstm_gates(F.conv2d(torch.cat([x, h], 1), weight, bias, padding=self.padding), c)
+        gates = F.conv2d(h, weight_h, None, padding=self.padding)
+        gates = scatter_phases(upsampled_conv(x, weight_x, bias, scale), scale, x.shape[-2:], kernel, base=gates)
+        return lstm_gates(gates, c)
+
+
+def _maybe_recompute(enabled: bool, fn, *args):
+    """``fn(*args)``, as a non-reentrant checkpoint (recomputed in backward) when ``enabled`` and training."""
+    if enabled and torch.is_grad_enabled():
+        return recompute(fn, *args, use_reentrant=False)
+    return fn(*args)
 
 
 def _autocast_once(t: torch.Tensor) -> torch.Tensor:
@@ -361,8 +377,8 @@ def _integer_scale(source: torch.Size, size: tuple[int, int]) -> tuple[int, int]
 class ConvLSTMFusion(nn.Module):
     """The paper's HL pathway: laterals, then a ConvLSTM over P5 → P4 → P3 of each image.
 
-    ``checkpoint=True`` keeps none of the ConvLSTM's activations for backward and
-    recomputes them instead (less memory, one more ConvLSTM forward per step).
+    ``checkpoint=True`` recomputes the ConvLSTM's steps in backward instead of keeping
+    their activations (less memory for one more ConvLSTM forward per training step).
     """
 
     laterals_class: type[Laterals] = Laterals
@@ -371,21 +387,14 @@ class ConvLSTMFusion(nn.Module):
     def __init__(self, in_channels: tuple[int, int, int], channels: int = 256, checkpoint: bool = False) -> None:
         super().__init__()
         self.out_channels = channels
-        self.checkpoint = checkpoint
         self.laterals = self.laterals_class(in_channels, channels)
-        self.convlstm = self.convlstm_class(channels)
+        self.convlstm = self.convlstm_class(channels, checkpoint=checkpoint)
         init_new_layers(self)
 
     def forward(self, feats: Maps) -> Maps:
         p3, p4, p5 = self.laterals.native(feats)
-        f5, f4, f3 = self.run_convlstm([p5, p4, p3], p3.shape[-2:])
+        f5, f4, f3 = self.convlstm([p5, p4, p3], p3.shape[-2:])
         return f3, f4, f5
-
-    def run_convlstm(self, *args) -> list[torch.Tensor]:
-        """``self.convlstm(*args)``, recomputed in backward when ``checkpoint`` is set."""
-        if self.checkpoint and torch.is_grad_enabled():
-            return recompute(self.convlstm, *args, use_reentrant=False)
-        return self.convlstm(*args)
 
 
 @FUSIONS.register_module(name="sum")

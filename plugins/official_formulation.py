@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cncnn_cli.registry import FUSIONS
-from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion, Laterals, Maps
+from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion, Laterals, Maps, _maybe_recompute
 
 
 class UpsampleFirstLaterals(Laterals):
@@ -31,18 +31,19 @@ class PlainConvLSTM(ConvLSTM):
     """One convolution over [x, h] at every step from h = c = 0, gates i, f, o, g."""
 
     def forward(self, sequence: list[torch.Tensor]) -> list[torch.Tensor]:
-        c_hidden = self.channels
         batch, _, height, width = sequence[0].shape
-        h = sequence[0].new_zeros(batch, c_hidden, height, width)
+        h = sequence[0].new_zeros(batch, self.channels, height, width)
         c = torch.zeros_like(h)
         hidden = []
         for x in sequence:
-            gates = self.conv(torch.cat([x, h], 1))
-            i, f, o, g = torch.split(gates, c_hidden, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            h, c = _maybe_recompute(self.checkpoint, self._plain_step, x, h, c)
             hidden.append(h)
         return hidden
+
+    def _plain_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i, f, o, g = torch.split(self.conv(torch.cat([x, h], 1)), self.channels, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
 
 
 @FUSIONS.register_module(name="convlstm_official")
@@ -54,5 +55,5 @@ class OfficialConvLSTMFusion(ConvLSTMFusion):
 
     def forward(self, feats: Maps) -> Maps:
         p3, p4, p5 = self.laterals(feats)
-        f5, f4, f3 = self.run_convlstm([p5, p4, p3])
+        f5, f4, f3 = self.convlstm([p5, p4, p3])
         return f3, f4, f5

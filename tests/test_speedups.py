@@ -162,7 +162,7 @@ def test_official_formulation_model_has_the_same_weights_loss_and_gradients():
 def test_checkpointed_convlstm_gives_identical_values_and_gradients():
     plain, _ = _fusion_pair()
     checkpointed = copy.deepcopy(plain)
-    checkpointed.checkpoint = True
+    checkpointed.convlstm.checkpoint = True
     feats = _feats()
     expected, actual = plain(feats), checkpointed(feats)
     for a, b in zip(actual, expected):
@@ -174,7 +174,7 @@ def test_checkpointed_convlstm_gives_identical_values_and_gradients():
 
 def test_checkpoint_option_comes_from_the_config():
     model = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, checkpoint=True)))
-    assert model.fusion.checkpoint
+    assert model.fusion.convlstm.checkpoint
     losses = model(torch.randn(2, 3, 64, 64), torch.tensor([0, 1]), mode="loss")
     sum(losses.values()).backward()
     assert model.fusion.convlstm.conv.weight.grad.abs().sum() > 0

@@ -175,3 +175,9 @@ def test_two_process_gloo_run_finishes(tmp_path):
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["history"][0]["top1"] >= 0
     read_checkpoint(tmp_path / "ddp" / "best.safetensors")
+
+
+def test_amp_trains_on_cpu_with_bf16(tmp_path):
+    assert _train(tmp_path / "amp", *DEMO, "--epochs", "1", "--amp") == 0
+    metrics = json.loads((tmp_path / "amp" / "metrics.json").read_text())
+    assert metrics["history"][0]["loss"] > 0

@@ -5,10 +5,11 @@ import json
 from enum import Enum
 from typing import Annotated
 
+import torch
 import typer
 from rich.table import Table
 
-from cncnn_cli.benchmark import VARIANTS, run_benchmark
+from cncnn_cli.benchmark import VARIANTS, amp_precision, device_name, run_benchmark
 from cncnn_cli.commands.common import PluginOption, err_console, out_console, setup
 
 Variant = Enum("Variant", {name: name for name in VARIANTS}, type=str)
@@ -20,8 +21,8 @@ def benchmark(
     image_size: Annotated[int, typer.Option(min=32, help="Square input size, a multiple of 32.")] = 448,
     batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision: bf16 on CPU; bf16 (else fp16 with a "
-                                                    "GradScaler) and channels_last on CUDA.")] = False,
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision, channels_last: bf16 on CPU; bf16 (else "
+                                                    "fp16 with a GradScaler) on CUDA.")] = False,
     steps: Annotated[int, typer.Option(min=1, help="Timed steps (the median is reported).")] = 3,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed steps first.")] = 1,
     checkpoint_convlstm: Annotated[bool, typer.Option(
@@ -55,9 +56,10 @@ def _print_table(result: dict) -> None:
     table = Table(title=f"cncnn benchmark: {result['variant']}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    precision = "mixed (amp)" if result["amp"] else "fp32"
+    device = torch.device(result["device"])
+    precision = f"{amp_precision(device)} autocast, channels_last" if result["amp"] else "fp32"
     rows = [
-        ("device", result["device"]),
+        ("device", f"{device_name(device)} ({device})"),
         ("precision", precision),
         ("image size", str(result["image_size"])),
         ("batch size", str(result["batch_size"])),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import platform
 
-import typer
 from rich.table import Table
 
 from cncnn_cli import __version__

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import statistics
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -12,6 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from cncnn_cli.data_check import DataReport, check_dataset, dataset_from_recipe
+from cncnn_cli.commands.common import PluginOption, setup
 from cncnn_cli.errors import CncnnError
 
 app = typer.Typer(no_args_is_help=True)
@@ -27,20 +27,24 @@ def data() -> None:
 
 @app.command()
 def check(
-    recipe: Optional[Path] = typer.Argument(None, help="Recipe (.py) whose `dataset = dict(...)` to check."),
+    recipe: Optional[str] = typer.Argument(None, help="Recipe (file or bundled name) whose dataset to check."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset: cub, cars, aircraft, ..."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder or its parent."),
     split: Optional[str] = typer.Option(None, "--split", help="One split only (default: all of them)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    plugin: PluginOption = None,
 ) -> None:
     """Decode every image; report counts per split and class, sizes, modes and unreadable files.
 
     Exit code 0: clean; 1: problems found (listed); 2: the layout is unusable.
 
     Example: cncnn data check --dataset cub --data-root ~/data/CUB_200_2011
+
+    Example: cncnn data check aircraft --data-root ~/data
     """
     stderr = Console(stderr=True)
     try:
+        setup(plugin)
         name, root, options = _resolve(recipe, dataset, data_root)
         with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
             report = check_dataset(name, root, split, options, progress=progress)
@@ -54,7 +58,7 @@ def check(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _resolve(recipe: Path | None, dataset: str | None, data_root: str | None) -> tuple[str, str | None, dict]:
+def _resolve(recipe: str | None, dataset: str | None, data_root: str | None) -> tuple[str, str | None, dict]:
     """Dataset name, root and options from the recipe, overridden by the flags."""
     if recipe is None and dataset is None:
         raise CncnnError("give a RECIPE or --dataset NAME (e.g. cncnn data check --dataset demo)")
@@ -93,7 +97,7 @@ def _print_report(report: DataReport, console: Console) -> None:
             per_class.add_row(split.split, f"{counts[fewest]} ({fewest})", str(median), f"{counts[most]} ({most})")
     console.print(per_class)
     if report.ok:
-        console.print("[green]OK[/]: every image decodes and every class has training images.")
+        console.print("[green]OK[/]: every image decodes; no problems found.")
     else:
         console.print(f"[red]{len(report.problems)} problem(s):[/]")
         for problem in report.problems:

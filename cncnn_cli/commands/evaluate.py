@@ -14,9 +14,9 @@ from cncnn_cli.commands.common import PluginOption, default_checkpoint, err_cons
 
 def evaluate(
     checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="cncnn .safetensors checkpoint [default: newest work_dirs/**/best.safetensors].", show_default=False)] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset plugin [default: the checkpoint's].")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Dataset folder [default: the checkpoint's].")] = None,
+        help="cncnn .safetensors checkpoint (default: newest work_dirs/**/best.safetensors).", show_default=False)] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset plugin (default: the checkpoint's).")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="Dataset folder (default: the checkpoint's).")] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = 2,

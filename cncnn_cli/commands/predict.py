@@ -17,7 +17,7 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (walked for images).",
                                                  show_default=False)],
     checkpoint: Annotated[Optional[Path], typer.Option(
-        help="cncnn .safetensors checkpoint [default: newest work_dirs/**/best.safetensors].")] = None,
+        help="cncnn .safetensors checkpoint (default: newest work_dirs/**/best.safetensors).")] = None,
     topk: Annotated[int, typer.Option(min=1, help="How many classes to show per image.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",

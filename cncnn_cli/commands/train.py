@@ -1,46 +1,61 @@
-"""``cncnn train``: the main job."""
+"""``cncnn train``: the main job. Its options are shared with ``cncnn ablate``."""
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from cncnn_cli.commands.common import PluginOption, err_console, invocation, setup
+from cncnn_cli.commands.common import PluginOption, invocation, setup
 from cncnn_cli.errors import CncnnError
 
-DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+WorkDirOpt = Annotated[Optional[Path], typer.Option(help="Output folder (default: work_dirs/<recipe name>).")]
+ResumeOpt = Annotated[Optional[str], typer.Option(
+    help="Continue the run in the work dir (`--resume`), or from a given state.pth (`--resume PATH`). "
+         "The schedule is the saved one: resume with the same --epochs.")]
+DatasetOpt = Annotated[Optional[str], typer.Option(help="Dataset plugin (cub, cars, aircraft, imagefolder, demo).")]
+DataRootOpt = Annotated[Optional[str], typer.Option(help="The extracted dataset folder or its parent.")]
+EpochsOpt = Annotated[Optional[int], typer.Option(min=1, help="Training epochs.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Images per step (per process).")]
+LrOpt = Annotated[Optional[float], typer.Option(help="Learning rate of the new modules; the backbone keeps its ratio.")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Crop size (multiple of 32); the resize scales with it.")]
+BackboneOpt = Annotated[Optional[str], typer.Option(help="Backbone plugin, e.g. resnet50.")]
+PretrainedOpt = Annotated[Optional[str], typer.Option(
+    help="Backbone weights: a torchvision enum name (IMAGENET1K_V1) or a file.")]
+NoPretrainedOpt = Annotated[bool, typer.Option("--no-pretrained", help="Train the backbone from scratch.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")]
+AmpOpt = Annotated[bool, typer.Option("--amp", help="bf16 autocast (fp16 + loss scaling on GPUs without bf16).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Seed of initialization, shuffling and augmentation.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="Data loader processes.")]
+CfgOptionsOpt = Annotated[Optional[list[str]], typer.Option(
+    help="key=value overrides applied last, e.g. train_cfg.val_interval=5 (repeatable).")]
+LauncherOpt = Annotated[Optional[str], typer.Option(help="none, or pytorch under torchrun.")]
 
 
 def train(
     recipe: Annotated[str, typer.Argument(help="Recipe file or bundled name (`cncnn recipes`).", show_default=False)],
-    work_dir: Annotated[Optional[Path], typer.Option(help="Output folder [default: work_dirs/<recipe name>].")] = None,
-    resume: Annotated[Optional[str], typer.Option(
-        help="Continue the run in the work dir (`--resume`), or from a given state.pth (`--resume PATH`). "
-             "The schedule is the saved one: resume with the same --epochs.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset plugin (cub, cars, aircraft, imagefolder, demo).")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="The extracted dataset folder or its parent.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per step (per process).")] = None,
-    lr: Annotated[Optional[float], typer.Option(
-        help="Learning rate of the new modules; the backbone keeps its ratio (0.01×).")] = None,
-    image_size: Annotated[Optional[int], typer.Option(
-        help="Crop size (multiple of 32); the resize scales with it.")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="Backbone plugin, e.g. resnet50.")] = None,
-    pretrained: Annotated[Optional[str], typer.Option(
-        help="Backbone weights: a torchvision enum name (IMAGENET1K_V1) or a file.")] = None,
-    no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Train the backbone from scratch.")] = False,
-    device: Annotated[Optional[str], typer.Option(help=DEVICE_HELP)] = None,
-    amp: Annotated[bool, typer.Option("--amp", help="bf16 autocast (fp16 + loss scaling on GPUs without bf16).")] = False,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of initialization, shuffling and augmentation.")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Data loader processes.")] = None,
-    cfg_options: Annotated[Optional[list[str]], typer.Option(
-        help="key=value overrides applied last, e.g. train_cfg.val_interval=5 (repeatable).")] = None,
-    launcher: Annotated[Optional[str], typer.Option(help="none, or pytorch under torchrun.")] = None,
+    work_dir: WorkDirOpt = None,
+    resume: ResumeOpt = None,
+    dataset: DatasetOpt = None,
+    data_root: DataRootOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    image_size: ImageSizeOpt = None,
+    backbone: BackboneOpt = None,
+    pretrained: PretrainedOpt = None,
+    no_pretrained: NoPretrainedOpt = False,
+    device: DeviceOpt = None,
+    amp: AmpOpt = False,
+    seed: SeedOpt = None,
+    workers: WorkersOpt = None,
+    cfg_options: CfgOptionsOpt = None,
+    launcher: LauncherOpt = None,
     plugin: PluginOption = None,
 ) -> None:
     """Train CN-CNN with a recipe; the work dir gets best/last .safetensors, metrics.json, state.pth, logs.
+
+    Order of precedence: the recipe, then these flags, then --cfg-options.
 
     Example: cncnn train demo
 
@@ -50,50 +65,23 @@ def train(
     """
     setup(plugin)
     from cncnn_cli.config import resolve_config
-    from cncnn_cli.engine.runner import build_runner, default_work_dir, resume_path
-    from cncnn_cli.engine.signals import StopRequest, TrainingInterrupted
-    from mmengine.dist import is_main_process
+    from cncnn_cli.engine.runner import default_work_dir
+    from cncnn_cli.training import run_training
 
-    flags = dict(dataset=dataset, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr,
-                 image_size=image_size, backbone=backbone, device=device, amp=amp, seed=seed, workers=workers,
-                 launcher=launcher, work_dir=str(work_dir) if work_dir else None,
-                 pretrained=None if no_pretrained else (pretrained or "recipe"))
+    flags = train_flags(dataset=dataset, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr,
+                        image_size=image_size, backbone=backbone, pretrained=pretrained, no_pretrained=no_pretrained,
+                        device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=work_dir)
+    cfg = resolve_config(recipe, flags, cfg_options)
+    command = invocation()
+    resume_command = command if "--resume" in command else [*command, "--resume"]
+    code = run_training(cfg, Path(cfg.work_dir or default_work_dir(recipe)), resume, resume_command)
+    if code:
+        raise typer.Exit(code)
+
+
+def train_flags(*, pretrained: str | None, no_pretrained: bool, work_dir: Path | None, **flags) -> dict:
+    """The flags in the form ``resolve_config`` takes (None = not given)."""
     if no_pretrained and pretrained:
         raise CncnnError("give either --pretrained or --no-pretrained, not both")
-    cfg = resolve_config(recipe, flags, cfg_options)
-    run_dir = Path(cfg.work_dir or default_work_dir(recipe))
-    state = resume_path(run_dir, resume)
-    if state is None and (run_dir / "state.pth").exists():
-        raise CncnnError(f"{run_dir} already holds a run. Continue it with --resume, pick another --work-dir, "
-                         f"or delete the folder to start over.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.dump(str(run_dir / "config.py"))
-    stop = StopRequest()
-    stop.install()
-    try:
-        runner = build_runner(cfg, run_dir, state, stop)
-        runner.train()
-    except TrainingInterrupted as exc:
-        if is_main_process():
-            command = invocation()
-            if "--resume" not in command:
-                command = command + ["--resume"]
-            err_console.print(f"interrupted: saved {run_dir}/state.pth and last.safetensors. Resume with:\n"
-                              f"  cncnn {shlex.join(command)}", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    finally:
-        stop.uninstall()
-    if is_main_process():
-        _summary(run_dir)
-
-
-def _summary(run_dir: Path) -> None:
-    import json
-
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    best, last = metrics.get("best"), metrics.get("last")
-    if best:
-        err_console.print(f"best top-1 {best['top1']:.2f} at epoch {best['epoch']} (selected on {best['selected_on']}); "
-                          f"last epoch top-1 {last['top1']:.2f}", highlight=False, soft_wrap=True)
-    err_console.print(f"wrote {run_dir}/best.safetensors, last.safetensors, metrics.json", highlight=False,
-                      markup=False, soft_wrap=True)
+    return dict(flags, work_dir=str(work_dir) if work_dir else None,
+                pretrained=None if no_pretrained else (pretrained or "recipe"))
