@@ -35,16 +35,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from cncnn_cli.device import resolve_device
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.model import build_model
+from cncnn_cli.variants import VARIANTS as PAPER_VARIANTS
+from cncnn_cli.variants import variant_model
 
-#: variant → (fusion, attention); ``None`` is the baseline model (backbone, GAP, FC).
-VARIANTS: dict[str, tuple[str, str] | None] = {
-    "full": ("convlstm", "spatial_channel"),
-    "hl+lh": ("sum", "spatial_channel"),
-    "hl": ("sum", "identity"),
-    "baseline": None,
-    "official-formulation": ("convlstm_official", "spatial_channel"),
-}
-CONVLSTM_FUSIONS = ("convlstm", "convlstm_official")
+#: The paper's ablation variants, and the full model computed the authors' way.
+VARIANTS = (*PAPER_VARIANTS, "official-formulation")
+CONVLSTM_VARIANTS = ("full", "official-formulation")
 NUM_CLASSES, CHANNELS, HIDDEN = 200, 256, 512
 
 
@@ -52,19 +48,17 @@ def variant_config(variant: str, backbone: str = "resnet50", checkpoint_convlstm
     """The model config of a benchmark variant (no pretrained weights, C=256, D=512, K=200)."""
     if variant not in VARIANTS:
         raise CncnnError(f"unknown variant '{variant}'. Available: {', '.join(VARIANTS)}")
-    backbone_cfg = dict(type=backbone, pretrained=None)
-    parts = VARIANTS[variant]
-    if parts is None or parts[0] not in CONVLSTM_FUSIONS:
-        if checkpoint_convlstm:
-            raise CncnnError(f"--checkpoint-convlstm needs a ConvLSTM variant (full or official-formulation), "
-                             f"not '{variant}'")
-        if parts is None:
-            return dict(type="baseline", num_classes=NUM_CLASSES, backbone=backbone_cfg)
-    fusion = dict(type=parts[0], channels=CHANNELS)
+    if checkpoint_convlstm and variant not in CONVLSTM_VARIANTS:
+        raise CncnnError(f"--checkpoint-convlstm needs a ConvLSTM variant ({' or '.join(CONVLSTM_VARIANTS)}), "
+                         f"not '{variant}'")
+    fusion = dict(type="convlstm", channels=CHANNELS)
     if checkpoint_convlstm:
         fusion["checkpoint"] = True
-    return dict(type="CNCNN", num_classes=NUM_CLASSES, backbone=backbone_cfg, fusion=fusion,
-                attention=dict(type=parts[1]), head=dict(type="cncnn", hidden=HIDDEN))
+    full = dict(type="CNCNN", num_classes=NUM_CLASSES, backbone=dict(type=backbone, pretrained=None), fusion=fusion,
+                attention=dict(type="spatial_channel"), head=dict(type="cncnn", hidden=HIDDEN))
+    if variant == "official-formulation":
+        return dict(full, fusion=dict(fusion, type="convlstm_official"))
+    return variant_model(full, variant)
 
 
 def run_benchmark(variant: str = "full", image_size: int = 448, batch_size: int = 2, device: str = "auto",

@@ -328,7 +328,7 @@ class ConvLSTM(nn.Module):
         hidden: list[torch.Tensor] = []
         h = c = None
         for x in sequence:
-            h, c = _maybe_recompute(self.checkpoint, self._step, x, h, c, size, memory_format, *weights)
+            h, c = maybe_recompute(self.checkpoint, self._step, x, h, c, size, memory_format, *weights)
             hidden.append(h)
         return hidden
 
@@ -351,7 +351,7 @@ class ConvLSTM(nn.Module):
         return lstm_gates(gates, c)
 
 
-def _maybe_recompute(enabled: bool, fn, *args):
+def maybe_recompute(enabled: bool, fn, *args):
     """``fn(*args)``, as a non-reentrant checkpoint (recomputed in backward) when ``enabled`` and training."""
     if enabled and torch.is_grad_enabled():
         return recompute(fn, *args, use_reentrant=False)

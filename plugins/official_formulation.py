@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cncnn_cli.registry import FUSIONS
-from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion, Laterals, Maps, _maybe_recompute
+from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion, Laterals, Maps, maybe_recompute
 
 
 class UpsampleFirstLaterals(Laterals):
@@ -36,7 +36,7 @@ class PlainConvLSTM(ConvLSTM):
         c = torch.zeros_like(h)
         hidden = []
         for x in sequence:
-            h, c = _maybe_recompute(self.checkpoint, self._plain_step, x, h, c)
+            h, c = maybe_recompute(self.checkpoint, self._plain_step, x, h, c)
             hidden.append(h)
         return hidden
 

@@ -181,3 +181,56 @@ def test_amp_trains_on_cpu_with_bf16(tmp_path):
     assert _train(tmp_path / "amp", *DEMO, "--epochs", "1", "--amp") == 0
     metrics = json.loads((tmp_path / "amp" / "metrics.json").read_text())
     assert metrics["history"][0]["loss"] > 0
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    assert _train(tmp_path / "run", *DEMO, "--epochs", "3", "--lr", "1e30") == 1
+    err = capsys.readouterr().err
+    assert "epoch" in err and "iteration" in err and "Traceback" not in err
+    metrics_file = tmp_path / "run" / "metrics.json"
+    if metrics_file.exists():  # the loss survived epoch 1: its checkpoint must still load
+        read_checkpoint(tmp_path / "run" / "last.safetensors")
+
+
+def test_curves_from_a_real_short_run(tmp_path):
+    assert _train(tmp_path / "run", *DEMO, "--epochs", "2") == 0
+    assert main(["visualize", "--curves", str(tmp_path / "run")]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "run" / "curves.png") as image:
+        assert image.width >= 800
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    import cncnn_cli.checkpoint as checkpoint
+    from cncnn_cli.errors import CncnnError
+
+    info, weights = read_checkpoint(_converted_demo_checkpoint(tmp_path))
+    target = tmp_path / "last.safetensors"
+    checkpoint.save_checkpoint(target, weights, info)
+    before = target.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with pytest.raises(CncnnError) as failure:
+        checkpoint.save_checkpoint(target, weights, info)
+    assert failure.value.exit_code == 1 and "intact" in str(failure.value)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _converted_demo_checkpoint(tmp_path: Path) -> Path:
+    from cncnn_cli.checkpoint import Checkpoint, save_checkpoint
+    from cncnn_cli.model import build_model
+    from tests.conftest import tiny_model_config
+
+    model = build_model(tiny_model_config())
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(path, model.state_dict(), Checkpoint(model=tiny_model_config(), classes=list("abcde"),
+                                                         preprocess={"resize": 40, "crop": 32, "mean": [0, 0, 0],
+                                                                     "std": [1, 1, 1]}))
+    return path
