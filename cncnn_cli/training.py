@@ -1,7 +1,9 @@
 """One training run in a work dir, as ``cncnn train`` and ``cncnn ablate`` start it."""
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import shlex
 from pathlib import Path
 
@@ -39,8 +41,10 @@ def run_training(cfg: Config, run_dir: Path, resume: str | None, resume_command:
     stop = StopRequest()
     stop.install()
     try:
-        runner = build_runner(cfg, run_dir, state, stop)
-        runner.train()
+        # stdout stays clean: mmengine print()s some notices (e.g. checkpoint loading) there.
+        with contextlib.redirect_stdout(sys.stderr):
+            runner = build_runner(cfg, run_dir, state, stop)
+            runner.train()
     except TrainingInterrupted as exc:
         if is_main_process():
             err_console.print(f"interrupted: saved {run_dir}/{STATE_FILE} and last.safetensors. Resume with:\n"

@@ -1,4 +1,4 @@
-"""The authors' ConvLSTM fusion computed their way: upsample first, one conv over [x, h] per step.
+"""The authors' ConvLSTM fusion computed their way: upsample first, one conv over x and h per step.
 
 A reference for ``cncnn benchmark --variant official-formulation`` and for the exactness
 tests: the laterals run on the upsampled S5/S4, every step (the zero state included)
@@ -48,7 +48,7 @@ class PlainConvLSTM(ConvLSTM):
 
 @FUSIONS.register_module(name="convlstm_official")
 class OfficialConvLSTMFusion(ConvLSTMFusion):
-    """The convlstm fusion computed the authors' way: upsample first, conv over [x, h] every step."""
+    """The convlstm fusion computed the authors' way: upsample first, one conv over x and h every step."""
 
     laterals_class = UpsampleFirstLaterals
     convlstm_class = PlainConvLSTM

@@ -49,8 +49,9 @@ def plain(value: Any) -> Any:
 
 def plain_message_hub(state: dict) -> dict:
     """The message hub's state without ``HistoryBuffer`` smoothing windows."""
-    return {"log_scalars": {}, "runtime_info": plain(state.get("runtime_info", {})),
-            "resumed_keys": plain(state.get("resumed_keys", {}))}
+    runtime_info = plain(state.get("runtime_info", {}))
+    resumed = {k: v for k, v in plain(state.get("resumed_keys", {})).items() if k in runtime_info}
+    return {"log_scalars": {}, "runtime_info": runtime_info, "resumed_keys": resumed}
 
 
 def rng_state() -> dict:
