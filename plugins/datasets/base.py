@@ -113,7 +113,8 @@ def dataset_dir(data_root: str | Path, folder: str, markers: tuple[str, ...]) ->
     """
     root = Path(data_root).expanduser()
     if not root.is_dir():
-        raise CncnnError(f"data root {root} is not a directory")
+        raise CncnnError(f"data root {root} is not a directory: pass --data-root with the extracted "
+                         f"dataset folder or its parent (README, Datasets)")
     if root.name == folder or any((root / marker).exists() for marker in markers):
         return root
     return root / folder if (root / folder).is_dir() else root

@@ -38,7 +38,8 @@ class StanfordCarsDataset(FineGrainedDataset):
         check_split(self.name, split, ("train", "test"))
         root = Path(data_root).expanduser()
         if not root.is_dir():
-            raise CncnnError(f"data root {root} is not a directory")
+            raise CncnnError(f"data root {root} is not a directory: pass --data-root with the extracted "
+                             f"dataset folder or its parent (README, Datasets)")
         for folder in (root, root / FOLDER):
             if (folder / "devkit").is_dir():
                 self._read_devkit(folder, split)
