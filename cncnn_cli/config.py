@@ -57,6 +57,13 @@ class TrainLoop(_Strict):
     val_interval: int = Field(default=1, gt=0)
 
 
+class AutoScaleLr(_Strict):
+    """mmengine's linear learning-rate scaling: lr × (batch_size × processes) / base_batch_size."""
+
+    enable: bool = False
+    base_batch_size: int = Field(default=16, gt=0)
+
+
 class Recipe(_Strict):
     """Every key a recipe may hold (besides mmengine's ``_base_``)."""
 
@@ -76,6 +83,7 @@ class Recipe(_Strict):
     log_interval: int = Field(default=10, gt=0)
     work_dir: Optional[str] = None
     custom_hooks: list[dict] = []
+    auto_scale_lr: AutoScaleLr = AutoScaleLr()
 
 
 def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:

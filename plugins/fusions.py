@@ -16,7 +16,8 @@ plain formula (each tested against it, values and gradients, in tests/test_speed
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from typing import NamedTuple
 
 import torch
@@ -125,7 +126,7 @@ class PhasePlan(NamedTuple):
     pad: tuple[int, int]
 
 
-@lru_cache(maxsize=None)
+@cache
 def phase_plan(kernel_size: int, scale: int) -> PhasePlan:
     """The :class:`PhasePlan` for a ``kernel_size`` convolution after ×``scale`` nearest upsampling."""
     radius = kernel_size // 2
@@ -323,35 +324,47 @@ class ConvLSTM(nn.Module):
         # each slice would allocate and fill a zero gradient of the whole weight.
         weight_x, weight_h = weight.split(c_in, 1)
         (wi, _, wo, wg), (bi, _, bo, bg) = weight_x.split(c_in), bias.split(c_in)
-        weights = (weight, bias, weight_x, weight_h, torch.cat([wi, wo, wg]), torch.cat([bi, bo, bg]))
+        weights = _StepWeights(weight, bias, weight_x, weight_h, torch.cat([wi, wo, wg]), torch.cat([bi, bo, bg]))
         memory_format = _memory_format(sequence[-1])
         hidden: list[torch.Tensor] = []
         h = c = None
         for x in sequence:
-            h, c = maybe_recompute(self.checkpoint, self._step, x, h, c, size, memory_format, *weights)
+            h, c = maybe_recompute(self.checkpoint, self._step, x, h, c, size, memory_format, weights)
             hidden.append(h)
         return hidden
 
-    def _step(self, x, h, c, size, memory_format, weight, bias, weight_x, weight_h, zero_state_weight,
-              zero_state_bias) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, x: torch.Tensor, h: torch.Tensor | None, c: torch.Tensor | None, size: tuple[int, int],
+              memory_format: torch.memory_format, w: _StepWeights) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h', c') for input ``x`` (at ``size`` or an integer fraction of it); h = c = None is the zero state."""
         scale = _integer_scale(x.shape[-2:], size)
         if scale is None:
             x, scale = F.interpolate(x, size=size, mode="nearest"), (1, 1)
-        kernel = weight.shape[-1]
+        kernel = w.full.shape[-1]
         if h is None:  # zero state: no conv_h, no forget gate
             if scale == (1, 1):
-                return lstm_gates(F.conv2d(x, zero_state_weight, zero_state_bias, padding=self.padding), None)
-            h, c = lstm_gates(upsampled_conv(x, zero_state_weight, zero_state_bias, scale), None)
+                return lstm_gates(F.conv2d(x, w.zero_state, w.zero_state_bias, padding=self.padding), None)
+            h, c = lstm_gates(upsampled_conv(x, w.zero_state, w.zero_state_bias, scale), None)
             return tuple(scatter_phases(t, scale, x.shape[-2:], kernel, memory_format=memory_format)
                          for t in (h, c))
         if scale == (1, 1):
-            return lstm_gates(F.conv2d(torch.cat([x, h], 1), weight, bias, padding=self.padding), c)
-        gates = F.conv2d(h, weight_h, None, padding=self.padding)
-        gates = scatter_phases(upsampled_conv(x, weight_x, bias, scale), scale, x.shape[-2:], kernel, base=gates)
+            return lstm_gates(F.conv2d(torch.cat([x, h], 1), w.full, w.bias, padding=self.padding), c)
+        gates = F.conv2d(h, w.h, None, padding=self.padding)
+        gates = scatter_phases(upsampled_conv(x, w.x, w.bias, scale), scale, x.shape[-2:], kernel, base=gates)
         return lstm_gates(gates, c)
 
 
-def maybe_recompute(enabled: bool, fn, *args):
+class _StepWeights(NamedTuple):
+    """Views of the ConvLSTM's parameters, made once per forward for the three steps."""
+
+    full: torch.Tensor  # 4C × 2C × k × k, over [x, h]
+    bias: torch.Tensor  # 4C
+    x: torch.Tensor  # 4C × C × k × k, over x
+    h: torch.Tensor  # 4C × C × k × k, over h
+    zero_state: torch.Tensor  # 3C × C × k × k: the i, o, g rows over x
+    zero_state_bias: torch.Tensor  # 3C
+
+
+def maybe_recompute(enabled: bool, fn: Callable, *args):
     """``fn(*args)``, as a non-reentrant checkpoint (recomputed in backward) when ``enabled`` and training."""
     if enabled and torch.is_grad_enabled():
         return recompute(fn, *args, use_reentrant=False)

@@ -79,3 +79,19 @@ def test_train_class_without_images_is_a_problem(tmp_path):
     report = check_dataset("imagefolder", str(root))
     assert report.problems == ["split 'train': class 'empty' has no images"]
     assert Path(report.data_root) == root
+
+
+def test_data_speed_measures_one_workers_throughput(capsys):
+    from cncnn_cli.main import main
+
+    assert main(["data", "speed", "--dataset", "demo", "--image-size", "64", "--seconds", "0.5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "demo" and result["crop"] == 64 and result["images_per_s_per_worker"] > 0
+
+
+def test_synthetic_jpegs_are_a_valid_imagefolder(tmp_path):
+    from cncnn_cli.loader_speed import loader_throughput, write_synthetic_jpegs
+
+    root = write_synthetic_jpegs(tmp_path, count=4)
+    result = loader_throughput({"type": "imagefolder", "data_root": str(root)}, image_size=64, seconds=0.2)
+    assert result["images"] >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import platform
 
 from rich.table import Table
+from rich.text import Text
 
 from cncnn_cli import __version__
 from cncnn_cli.commands.common import PluginOption, out_console, setup
@@ -24,7 +25,7 @@ def plugins(plugin: PluginOption = None) -> None:
     for family, registry in PLUGIN_REGISTRIES.items():
         names = sorted(registry.module_dict)
         for index, name in enumerate(names):
-            table.add_row(family if index == 0 else "", name, describe(registry.module_dict[name]),
+            table.add_row(family if index == 0 else "", name, Text(describe(registry.module_dict[name])),
                           end_section=index == len(names) - 1)
     out_console.print(table)
 

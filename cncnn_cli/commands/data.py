@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -102,3 +103,38 @@ def _print_report(report: DataReport, console: Console) -> None:
         console.print(f"[red]{len(report.problems)} problem(s):[/]")
         for problem in report.problems:
             console.print(f"  - {problem}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def speed(
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset (default: synthetic JPEGs)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder or its parent."),
+    image_size: int = typer.Option(448, "--image-size", help="Crop size; the resize is crop x 512/448."),
+    seconds: float = typer.Option(5.0, "--seconds", help="How long to measure."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    plugin: PluginOption = None,
+) -> None:
+    """Decode + augment images/s of one loader worker, to choose --workers.
+
+    Workers needed so the loader never starves the model ~ training images/s / this figure.
+
+    Example: cncnn data speed --dataset cub --data-root ~/data --json
+    """
+    import tempfile
+
+    from cncnn_cli.loader_speed import loader_throughput, write_synthetic_jpegs
+
+    setup(plugin)
+    with tempfile.TemporaryDirectory() as tmp:
+        if dataset is None:
+            cfg = {"type": "imagefolder", "data_root": str(write_synthetic_jpegs(Path(tmp)))}
+        else:
+            cfg = {"type": dataset, "data_root": data_root}
+        result = loader_throughput(cfg, image_size=image_size, seconds=seconds)
+    if dataset is None:
+        result["dataset"] = "synthetic 500x375 JPEGs"
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        Console().print(f"{result['dataset']}: {result['images_per_s_per_worker']} images/s per worker "
+                        f"(decode + resize {result['resize']} + random crop {result['crop']} + flip, one thread)")

@@ -129,7 +129,9 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     if cfg.model.get("num_classes") not in (None, len(data.classes)):
         print(f"note: the recipe says {cfg.model['num_classes']} classes; the dataset has {len(data.classes)}, "
               f"which the model uses", file=sys.stderr)
-    channels_last = device.type == "cuda"
+    # channels_last helps cuDNN, and oneDNN's bf16 convolution backward is several times slower
+    # without it (docs/benchmarks.md).
+    channels_last = device.type == "cuda" or cfg.amp
     model_cfg["data_preprocessor"] = dict(mean=list(cfg.preprocess["mean"]), std=list(cfg.preprocess["std"]),
                                           channels_last=channels_last)
     model = build_model(model_cfg)
@@ -166,6 +168,7 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
         optim_wrapper=optim_wrapper,
         param_scheduler=list(cfg.param_scheduler) or None,
         train_cfg=dict(cfg.train_cfg),
+        auto_scale_lr=dict(cfg.auto_scale_lr),
         val_cfg=dict(),
         default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=cfg.log_interval)),
         custom_hooks=[

@@ -8,5 +8,8 @@ optim_wrapper = dict(
 param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=True, eta_min_ratio=0.0)]
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
 batch_size = 16
+# The learning rates above are for the paper's total batch of 16. With more processes (or another
+# --batch-size), `--cfg-options auto_scale_lr.enable=True` scales them linearly (mmengine).
+auto_scale_lr = dict(enable=False, base_batch_size=16)
 workers = 4
 seed = 0
