@@ -26,7 +26,10 @@ class Evaluation:
 
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root: str | None = None,
                         split: str = "test", batch_size: int = 32, workers: int = 2,
-                        device: str = "auto") -> Evaluation:
+                        device: str = "auto", tta: str = "none") -> Evaluation:
+    """Accuracy of the checkpoint at ``path``; ``tta='flip'`` averages each image's logits with its mirror's."""
+    if tta not in ("none", "flip"):
+        raise CncnnError(f"--tta {tta}: expected none or flip")
     model, info = load_model(path)
     dataset_cfg = dict(info.dataset or {})
     if dataset:
@@ -53,7 +56,10 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
             skipped += batch["skipped"]
             if batch["inputs"].shape[0] == 0:
                 continue
-            outputs = model(model.data_preprocessor(batch, False)["inputs"], mode="tensor")
+            images = model.data_preprocessor(batch, False)["inputs"]
+            outputs = model(images, mode="tensor")
+            if tta == "flip":
+                outputs = _average(outputs, model(images.flip(3), mode="tensor"))
             ensembles.append(outputs["logits"].float().cpu())
             for name, logits in outputs["heads"].items():
                 heads.setdefault(name, []).append(logits.float().cpu())
@@ -63,3 +69,9 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
     ensemble, truth = torch.cat(ensembles), torch.cat(labels)
     report = accuracy_report(ensemble, {k: torch.cat(v) for k, v in heads.items()}, truth)
     return Evaluation(report, confusion_matrix(ensemble.argmax(1), truth, num_classes), list(info.classes), skipped)
+
+
+def _average(a: dict, b: dict) -> dict:
+    """Mean of two forward passes' ensemble and per-classifier logits."""
+    return {"logits": (a["logits"] + b["logits"]) / 2,
+            "heads": {name: (a["heads"][name] + b["heads"][name]) / 2 for name in a["heads"]}}

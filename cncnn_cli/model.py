@@ -55,6 +55,15 @@ class Classifier(BaseModel):
     def head_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def train_step(self, data: dict, optim_wrapper) -> dict:
+        """mmengine's step, except that a batch left with fewer than two images is skipped.
+
+        Unreadable images are dropped from their batch; BatchNorm cannot train on one image.
+        """
+        if len(data["inputs"]) < 2:
+            return {}
+        return super().train_step(data, optim_wrapper)
+
     def forward(self, inputs: torch.Tensor, data_samples: torch.Tensor | None = None, mode: str = "tensor"):
         if mode == "loss":
             logits = self.head_logits(inputs)

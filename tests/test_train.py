@@ -117,6 +117,10 @@ def test_metrics_and_checkpoints_of_a_run(tmp_path, capsys):
     assert set(document["heads"]) == {"cls3", "cls4", "cls5", "concat", "ensemble"}
     assert document["top1"] == pytest.approx(metrics["best"]["top1"])
     assert (tmp_path / "report" / "confusion.png").is_file() and (tmp_path / "report" / "per_class.csv").is_file()
+    assert main(["eval", str(run / "best.safetensors"), "--json", "--workers", "0", "--tta", "flip"]) == 0
+    flipped = json.loads(capsys.readouterr().out)
+    assert flipped["num_images"] == document["num_images"] and 0 <= flipped["top1"] <= 100
+    assert main(["eval", str(run / "best.safetensors"), "--tta", "rotate"]) == 2
 
 
 @pytest.mark.parametrize("layout", ["cub", "cars", "cars_annos", "aircraft", "imagefolder"])

@@ -21,6 +21,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    tta: Annotated[str, typer.Option(help="none, or flip: average each image's logits with its mirror's.")] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Also write per_class.csv and confusion.png here.")] = None,
     plugin: PluginOption = None,
@@ -36,13 +37,13 @@ def evaluate(
 
     path = checkpoint or default_checkpoint()
     result = evaluate_checkpoint(path, dataset=dataset, data_root=data_root, split=split, batch_size=batch_size,
-                                 workers=workers, device=device)
+                                 workers=workers, device=device, tta=tta)
     report = result.report
     if as_json:
         typer.echo(json.dumps({k: report[k] for k in ("top1", "top5", "mean_class_accuracy", "num_images", "heads")},
                               indent=2))
     else:
-        table = Table(title=f"cncnn eval · {path} · {split} ({report['num_images']} images)")
+        table = Table(title=f"cncnn eval · {path} · {split} ({report['num_images']} images, tta {tta})")
         table.add_column("metric")
         table.add_column("%", justify="right")
         for key in ("top1", "top5", "mean_class_accuracy"):
