@@ -238,3 +238,14 @@ def _converted_demo_checkpoint(tmp_path: Path) -> Path:
                                                          preprocess={"resize": 40, "crop": 32, "mean": [0, 0, 0],
                                                                      "std": [1, 1, 1]}))
     return path
+
+
+def test_a_truncated_jpeg_is_skipped_with_a_warning_and_counted(tmp_path):
+    root = fixtures.make_imagefolder(tmp_path / "data")
+    broken = sorted((root / "train").rglob("*.jpg"))[-1]
+    fixtures.truncate(broken)
+    with pytest.warns(UserWarning, match=broken.name):
+        assert _train(tmp_path / "run", "--epochs", "1", "--batch-size", "2", "--data-root", str(root),
+                      "--dataset", "imagefolder", recipe="cub") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["skipped_images"] >= 1 and metrics["history"][0]["skipped_images"] >= 1
