@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from cncnn_cli.atomic import atomic_write
 from cncnn_cli.benchmark import count_flops
 from cncnn_cli.checkpoint import load_model
 from cncnn_cli.commands.common import err_console
@@ -39,7 +40,8 @@ def run_ablation(recipe: str, variants: list[str], flags: dict, cfg_options: lis
             return code, None
     rows = collect_rows(root)
     write_json_atomic(root / "ablation.json", rows)
-    (root / "ablation.md").write_text(markdown_table(rows))
+    with atomic_write(root / "ablation.md") as tmp:
+        tmp.write_text(markdown_table(rows))
     return 0, rich_table(rows)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from cncnn_cli import __version__
+from cncnn_cli.atomic import atomic_write
 from cncnn_cli.errors import CheckpointError, CncnnError
 
 FORMAT = "cncnn"
@@ -60,24 +60,12 @@ def portable_model_config(model_cfg: dict) -> dict:
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], info: Checkpoint) -> Path:
     """Write weights and metadata atomically; on failure the previous file at ``path`` is intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     info = Checkpoint(**{**info.__dict__, "model": portable_model_config(info.model)})
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
-    try:
-        save_file(tensors, tmp_name, metadata=info.metadata())
-        with open(tmp_name, "rb") as handle:
+    with atomic_write(path, errors=(OSError, SafetensorError)) as tmp:
+        save_file(tensors, str(tmp), metadata=info.metadata())
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except (OSError, SafetensorError) as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        kept = "the previous file is intact" if path.exists() else "nothing was written"
-        raise CncnnError(f"could not write checkpoint {path}: {exc}; {kept}. Free disk space or choose "
-                         f"another --work-dir.", exit_code=1) from None
     return path
 
 

@@ -12,8 +12,8 @@ from cncnn_cli.collate import collate
 from cncnn_cli.device import resolve_device
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.metrics import accuracy_report, confusion_matrix
-from cncnn_cli.registry import DATASETS, build_from
 from cncnn_cli.transforms import build_transform
+from cncnn_plugins.datasets import build_dataset
 
 
 @dataclass
@@ -39,8 +39,9 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
     if not dataset_cfg.get("type") or dataset_cfg.get("data_root") is None:
         raise CncnnError(f"{path} does not name its dataset (converted checkpoints may not): "
                          f"pass --dataset NAME --data-root DIR")
-    data = build_from(DATASETS, dict(dataset_cfg, split=split, transform=build_transform(info.preprocess, False)),
-                      "dataset")
+    options = dict(dataset_cfg)
+    data = build_dataset(options.pop("type"), options.pop("data_root"), split,
+                         build_transform(info.preprocess, False), **options)
     num_classes = len(info.classes)
     if len(data.classes) != num_classes:
         raise CncnnError(f"{path} predicts {num_classes} classes but {dataset_cfg['type']} at "

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cncnn_cli.registry import DATASETS, build_from
 from cncnn_cli.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from cncnn_plugins.datasets import build_dataset
 
 
 def write_synthetic_jpegs(folder: Path, count: int = 32, size: tuple[int, int] = (500, 375), seed: int = 0) -> Path:
@@ -40,7 +40,8 @@ def loader_throughput(dataset_cfg: dict, image_size: int = 448, seconds: float =
     resize = round(image_size * 512 / 448)
     transform = build_transform({"resize": resize, "crop": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
                                 train=train)
-    dataset = build_from(DATASETS, dict(dataset_cfg, split="train", transform=transform), "dataset")
+    options = dict(dataset_cfg)
+    dataset = build_dataset(options.pop("type"), options.pop("data_root", None), "train", transform, **options)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

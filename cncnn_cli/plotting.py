@@ -7,7 +7,6 @@ and nothing here touches torch — callers pass numpy arrays.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.atomic import atomic_write
 
 HEATMAP = "inferno"  # perceptually uniform; bright = attended, as in the paper's "bright white parts"
 OVERLAY_ALPHA = 0.6
@@ -201,18 +200,8 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str 
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG atomically: a temporary file in the same folder, then a rename.
-
-    The temporary file is opened normally (not ``mkstemp``) so the picture gets the usual
-    umask permissions, readable by others like any file a plotting tool writes.
-    """
+    """Write ``fig`` as PNG atomically (a temporary file in the same folder, then a rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CncnnError(f"cannot write {path}: {exc.strerror or exc}", exit_code=1) from None
     return path

@@ -9,7 +9,6 @@ that every rank joins the decision to stop.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from mmengine.registry import HOOKS
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cncnn_cli.atomic import atomic_write
 from cncnn_cli.checkpoint import Checkpoint, save_checkpoint
 from cncnn_cli.engine.signals import StopRequest, TrainingInterrupted
 from cncnn_cli.engine.state import plain_message_hub, restore_rng_state, rng_state
@@ -36,9 +36,8 @@ class NonFiniteLoss(CncnnError):
 
 
 def write_json_atomic(path: Path, document: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
 
 
 def learning_rates(runner) -> tuple[float, float]:
@@ -174,14 +173,9 @@ class WorkDirHook(Hook):
         self._pending_skip = skip
         if not is_main_process():
             return
-        tmp = f".{STATE_FILE}.tmp"
-        try:
-            runner.save_checkpoint(str(self.work_dir), tmp, meta=meta)
-            os.replace(self.work_dir / tmp, self.work_dir / STATE_FILE)
-        except (OSError, RuntimeError) as exc:
-            (self.work_dir / tmp).unlink(missing_ok=True)
-            raise CncnnError(f"could not write {self.work_dir / STATE_FILE}: {exc}; the previous state is intact. "
-                             f"Free disk space, then resume with --resume.", exit_code=1) from None
+        # torch.save reports a full disk as a RuntimeError from its zip writer
+        with atomic_write(self.work_dir / STATE_FILE, errors=(OSError, RuntimeError)) as tmp:
+            runner.save_checkpoint(str(tmp.parent), tmp.name, meta=meta)
 
     # ------------------------------------------------------ resumable state
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -25,7 +25,7 @@ from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook
 from cncnn_cli.engine.signals import StopRequest
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.model import build_model
-from cncnn_cli.registry import DATASETS, build_from
+from cncnn_plugins.datasets import build_dataset
 from cncnn_cli.transforms import build_transform
 
 import cncnn_cli.collate  # noqa: F401,E402  (registers the collate function)
@@ -41,16 +41,15 @@ class Datasets:
 
 def build_datasets(cfg: Config) -> Datasets:
     """Train and test splits with the recipe's preprocessing; layout problems surface here."""
-    options = {k: v for k, v in cfg.dataset.items()}
-    train = build_from(DATASETS, dict(options, split="train", transform=build_transform(cfg.preprocess, True)),
-                       "dataset")
-    test = build_from(DATASETS, dict(options, split="test", transform=build_transform(cfg.preprocess, False)),
-                      "dataset")
+    options = dict(cfg.dataset)
+    kind, root = options.pop("type"), options.pop("data_root", None)
+    train = build_dataset(kind, root, "train", build_transform(cfg.preprocess, True), **options)
+    test = build_dataset(kind, root, "test", build_transform(cfg.preprocess, False), **options)
     if list(train.classes) != list(test.classes):
-        raise CncnnError(f"dataset {options['type']}: the train split has {len(train.classes)} classes and the "
+        raise CncnnError(f"dataset {kind}: the train split has {len(train.classes)} classes and the "
                          f"test split {len(test.classes)}; they must be the same classes in the same order")
     if len(train) < cfg.batch_size:
-        raise CncnnError(f"dataset {options['type']}: {len(train)} training images, fewer than --batch-size "
+        raise CncnnError(f"dataset {kind}: {len(train)} training images, fewer than --batch-size "
                          f"{cfg.batch_size}")
     return Datasets(train, test, list(train.classes))
 
