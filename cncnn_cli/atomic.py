@@ -21,9 +21,16 @@ def atomic_write(path: str | Path, errors: tuple[type[BaseException], ...] = (OS
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) create 0600; keep files ordinary
         os.replace(tmp, path)
     except errors as exc:
         tmp.unlink(missing_ok=True)
         kept = "the previous file is intact" if path.exists() else "nothing was written"
         raise CncnnError(f"could not write {path}: {exc}; {kept}. Free disk space or choose another folder.",
                          exit_code=1) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -7,6 +7,11 @@ from mmengine.evaluator import BaseMetric
 from mmengine.registry import METRICS
 
 
+def _percent(hits: torch.Tensor) -> float:
+    """Mean of per-item scores in [0, 1] as a percentage, in float64 (float32 prints 94.49999...)."""
+    return round(100.0 * hits.double().mean().item(), 4)
+
+
 def accuracy_report(ensemble: torch.Tensor, heads: dict[str, torch.Tensor], labels: torch.Tensor) -> dict:
     """Percentages over N images from logits (N×K) and labels (N)."""
     num_images, num_classes = ensemble.shape
@@ -17,11 +22,11 @@ def accuracy_report(ensemble: torch.Tensor, heads: dict[str, torch.Tensor], labe
     counts = torch.bincount(labels, minlength=num_classes).float()
     present = counts > 0
     report = {
-        "top1": 100.0 * correct.float().mean().item(),
-        "top5": 100.0 * (top5 == labels[:, None]).any(1).float().mean().item(),
-        "mean_class_accuracy": 100.0 * (per_class[present] / counts[present]).mean().item(),
+        "top1": _percent(correct),
+        "top5": _percent((top5 == labels[:, None]).any(1)),
+        "mean_class_accuracy": _percent(per_class[present].double() / counts[present]),
         "num_images": int(num_images),
-        "heads": {name: 100.0 * (logits.argmax(1) == labels).float().mean().item() for name, logits in heads.items()},
+        "heads": {name: _percent(logits.argmax(1) == labels) for name, logits in heads.items()},
     }
     report["heads"]["ensemble"] = report["top1"]
     return report

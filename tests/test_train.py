@@ -224,6 +224,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
         checkpoint.save_checkpoint(target, weights, info)
     assert failure.value.exit_code == 1 and "intact" in str(failure.value)
     assert target.read_bytes() == before
+    assert target.stat().st_mode & 0o044  # readable by others, like any file the user writes
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
