@@ -58,9 +58,13 @@ class TrainLoop(_Strict):
 
 
 class AutoScaleLr(_Strict):
-    """mmengine's linear learning-rate scaling: lr × (batch_size × processes) / base_batch_size."""
+    """Linear learning-rate scaling (mmengine's): lr × effective batch / ``base_batch_size``.
 
-    enable: bool = False
+    ``base_batch_size`` is the total batch the recipe's learning rates were set for; the
+    effective batch is per-device batch × processes × accumulation steps.
+    """
+
+    enable: bool = True
     base_batch_size: int = Field(default=16, gt=0)
 
 
@@ -84,6 +88,19 @@ class Recipe(_Strict):
     work_dir: Optional[str] = None
     custom_hooks: list[dict] = []
     auto_scale_lr: AutoScaleLr = AutoScaleLr()
+    accumulate: int = Field(default=1, gt=0)
+    effective_batch: Optional[int] = Field(default=None, gt=0)
+    val_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    val_split: Optional[Literal["val"]] = None
+
+    @model_validator(mode="after")
+    def _one_way_each(self) -> "Recipe":
+        if self.val_fraction and self.val_split:
+            raise ValueError("give either val_fraction (--val-fraction) or val_split (--val-split), not both")
+        if self.accumulate > 1 and self.effective_batch:
+            raise ValueError("give either accumulate (--accumulate) or effective_batch (--effective-batch), "
+                             "not both")
+        return self
 
 
 def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
@@ -118,6 +135,10 @@ def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
     for flag in ("batch_size", "workers", "seed", "device", "launcher", "work_dir"):
         if flags.get(flag) is not None:
             cfg[flag] = flags[flag]
+    _apply_exclusive(cfg, flags, "val_fraction", "val_split", off=(0.0, None))
+    _apply_exclusive(cfg, flags, "accumulate", "effective_batch", off=(1, None))
+    if flags.get("no_scale_lr"):
+        cfg.auto_scale_lr = dict(cfg.get("auto_scale_lr", {}), enable=False)
     if flags.get("amp"):
         cfg.amp = True
     if flags.get("image_size") is not None:
@@ -130,6 +151,16 @@ def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
         cfg.preprocess["crop"] = flags["image_size"]
     if "pretrained" in flags and flags["pretrained"] != "recipe" and isinstance(cfg.model.get("backbone"), dict):
         cfg.model["backbone"]["pretrained"] = flags["pretrained"]
+
+
+def _apply_exclusive(cfg: Config, flags: dict[str, Any], first: str, second: str, off: tuple) -> None:
+    """Two flags that choose one thing two ways: the one given replaces the recipe's either way."""
+    given = [name for name in (first, second) if flags.get(name) is not None]
+    if len(given) == 2:
+        raise CncnnError(f"give either --{first.replace('_', '-')} or --{second.replace('_', '-')}, not both")
+    if given:
+        cfg[first], cfg[second] = off
+        cfg[given[0]] = flags[given[0]]
 
 
 def _set(cfg: Config, path: tuple[str, ...], value: Any) -> None:
@@ -165,6 +196,9 @@ def validate(cfg: Config) -> None:
     for name in Recipe.model_fields:  # fill in the defaults of optional keys
         if name not in cfg:
             cfg[name] = getattr(recipe, name)
+    # sections a recipe may give in part (e.g. only base_batch_size, only max_epochs) get their defaults
+    cfg.auto_scale_lr = recipe.auto_scale_lr.model_dump()
+    cfg.train_cfg = recipe.train_cfg.model_dump()
     validate_model(cfg.model)
     _check_part(DATASETS, cfg.dataset, "dataset", auto=("split", "transform"))
 

@@ -1,8 +1,11 @@
 """``cncnn data check``: decode every image of a dataset and report what a training run would meet.
 
 Counts per split and class, image sizes and modes (CUB has grayscale JPEGs, user data
-has CMYK, palette and 16-bit files), and every unreadable file by path, before a long
-run discovers them one by one.
+has CMYK, palette and 16-bit files), every unreadable or missing file by path, before a
+long run discovers them one by one. Copies of the public datasets come from mirrors, so
+the report also compares the counts with the published ones and lists image files that no
+annotation mentions: a copy with a missing or extra file gives results not comparable
+with the papers'.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from rich.progress import Progress
 
 import cncnn_plugins.datasets  # noqa: F401  (registers the built-in datasets)
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.images import ImageReadError
+from cncnn_cli.images import ImageReadError, find_images
 from cncnn_plugins.datasets.base import FineGrainedDataset, build_dataset, dataset_class
 
 
@@ -34,17 +37,25 @@ class SplitReport:
     height: dict[str, int]
     modes: dict[str, int]
     unreadable: list[dict[str, str]] = field(default_factory=list)
+    #: Samples whose file does not exist: ``{"path", "listed_in"}`` (the annotation file).
+    missing: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
 class DataReport:
-    """The result of a check; ``problems`` empty means exit code 0."""
+    """The result of a check; ``problems`` empty means exit code 0.
+
+    ``unlisted`` (image files no annotation mentions) and ``differences`` (from the published
+    counts) are notes: a tiny or custom copy differs by design, so they leave the exit code alone.
+    """
 
     dataset: str
     data_root: str
     classes: list[str]
     splits: list[SplitReport]
     problems: list[str]
+    unlisted: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +68,8 @@ class DataReport:
             "num_classes": len(self.classes),
             "splits": {report.split: asdict(report) for report in self.splits},
             "problems": self.problems,
+            "unlisted_files": self.unlisted,
+            "differences_from_published": self.differences,
             "ok": self.ok,
         }
 
@@ -97,7 +110,9 @@ def check_dataset(
     workers = workers or min(8, os.cpu_count() or 1)
     reports = [_check_split(split_name, dataset, progress, workers) for split_name, dataset in datasets.items()]
     classes = next(iter(datasets.values())).classes
-    return DataReport(name, str(data_root), classes, reports, _problems(reports))
+    differences = _differences(reports, len(classes), cls.published_counts(**options))
+    unlisted = _unlisted(list(datasets.values()))
+    return DataReport(name, str(data_root), classes, reports, _problems(reports), unlisted, differences)
 
 
 def _inspect(dataset: FineGrainedDataset, index: int) -> tuple[str, tuple[int, int]] | str:
@@ -107,12 +122,24 @@ def _inspect(dataset: FineGrainedDataset, index: int) -> tuple[str, tuple[int, i
         return str(exc)
 
 
+def _missing(dataset: FineGrainedDataset) -> list[dict[str, str]]:
+    """Samples an annotation file lists whose image file does not exist (none for generated data)."""
+    if dataset.annotation_file is None:
+        return []
+    listed_in = str(dataset.annotation_file)
+    return [{"path": path, "listed_in": listed_in} for path, _ in dataset.samples if not os.path.isfile(path)]
+
+
 def _check_split(split: str, dataset: FineGrainedDataset, progress: Progress | None, workers: int) -> SplitReport:
-    task = progress.add_task(f"checking {split}", total=len(dataset)) if progress else None
+    missing = _missing(dataset)
+    absent = {item["path"] for item in missing}
+    present = [i for i, (path, _) in enumerate(dataset.samples) if path not in absent]
+    task = progress.add_task(f"checking {split}", total=len(present)) if progress else None
     modes: Counter[str] = Counter()
     widths, heights, unreadable = [], [], []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for (path, _), result in zip(dataset.samples, pool.map(lambda i: _inspect(dataset, i), range(len(dataset)))):
+        for index, result in zip(present, pool.map(lambda i: _inspect(dataset, i), present)):
+            path = dataset.samples[index][0]
             if isinstance(result, str):
                 unreadable.append({"path": path, "error": result})
             else:
@@ -131,6 +158,7 @@ def _check_split(split: str, dataset: FineGrainedDataset, progress: Progress | N
         height=_stats(heights),
         modes=dict(modes.most_common()),
         unreadable=unreadable,
+        missing=missing,
     )
 
 
@@ -151,5 +179,28 @@ def _problems(reports: list[SplitReport]) -> list[str]:
                 for name, count in report.per_class.items()
                 if count == 0
             ]
+        problems += [
+            f"{item['path']}: listed in {Path(item['listed_in']).name}, file missing" for item in report.missing
+        ]
         problems += [f"unreadable image {item['error']}" for item in report.unreadable]
     return problems
+
+
+def _differences(reports: list[SplitReport], num_classes: int, published: dict[str, int]) -> list[str]:
+    """Where the checked splits and classes differ from the published dataset, one line each."""
+    found = [(f"split '{split.split}'", "images", split.num_images, published.get(split.split)) for split in reports]
+    found.append(("classes", "classes", num_classes, published.get("classes")))
+    return [
+        f"{what}: {count:,} {unit}, published {expected:,} ({abs(count - expected):,} "
+        f"{'fewer' if count < expected else 'more'})"
+        for what, unit, count, expected in found
+        if expected is not None and count != expected
+    ]
+
+
+def _unlisted(datasets: list[FineGrainedDataset]) -> list[str]:
+    """Image files in the datasets' image folders that no annotation of any split mentions."""
+    folders = {os.path.normpath(folder) for dataset in datasets for folder in dataset.image_dirs}
+    listed = {os.path.normpath(path) for dataset in datasets for path in dataset.listed_files()}
+    on_disk = {os.path.normpath(path) for folder in folders if os.path.isdir(folder) for path in find_images(folder)}
+    return sorted(on_disk - listed)

@@ -22,6 +22,10 @@ class Evaluation:
     confusion: torch.Tensor
     classes: list[str]
     skipped: int
+    #: The ensemble logits the report was computed from (flip-averaged under ``tta='flip'``).
+    logits: torch.Tensor
+    #: Under ``tta='flip'``: the same report without the flips, so both can be quoted.
+    without_tta: dict | None = None
 
 
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root: str | None = None,
@@ -51,7 +55,8 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
     model = model.to(target)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=target.type == "cuda")
-    ensembles, labels, heads, skipped = [], [], {}, 0
+    runs: dict[str, dict[str, list]] = {"plain": {}, "flip": {}}
+    labels, skipped = [], 0
     with torch.inference_mode():
         for batch in loader:
             skipped += batch["skipped"]
@@ -59,17 +64,29 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
                 continue
             images = model.data_preprocessor(batch, False)["inputs"]
             outputs = model(images, mode="tensor")
+            _append(runs["plain"], outputs)
             if tta == "flip":
-                outputs = _average(outputs, model(images.flip(3), mode="tensor"))
-            ensembles.append(outputs["logits"].float().cpu())
-            for name, logits in outputs["heads"].items():
-                heads.setdefault(name, []).append(logits.float().cpu())
+                _append(runs["flip"], _average(outputs, model(images.flip(3), mode="tensor")))
             labels.append(batch["data_samples"])
     if not labels:
         raise CncnnError(f"no readable images in {dataset_cfg['type']} split '{split}'")
-    ensemble, truth = torch.cat(ensembles), torch.cat(labels)
-    report = accuracy_report(ensemble, {k: torch.cat(v) for k, v in heads.items()}, truth)
-    return Evaluation(report, confusion_matrix(ensemble.argmax(1), truth, num_classes), list(info.classes), skipped)
+    truth = torch.cat(labels)
+    reports = {name: _report(logits, truth) for name, logits in runs.items() if logits}
+    ensemble = torch.cat(runs[tta if tta == "flip" else "plain"]["ensemble"])
+    return Evaluation(reports["flip" if tta == "flip" else "plain"],
+                      confusion_matrix(ensemble.argmax(1), truth, num_classes), list(info.classes), skipped,
+                      ensemble, reports["plain"] if tta == "flip" else None)
+
+
+def _append(store: dict[str, list], outputs: dict) -> None:
+    store.setdefault("ensemble", []).append(outputs["logits"].float().cpu())
+    for name, logits in outputs["heads"].items():
+        store.setdefault(name, []).append(logits.float().cpu())
+
+
+def _report(store: dict[str, list], truth: torch.Tensor) -> dict:
+    heads = {name: torch.cat(chunks) for name, chunks in store.items() if name != "ensemble"}
+    return accuracy_report(torch.cat(store["ensemble"]), heads, truth)
 
 
 def _average(a: dict, b: dict) -> dict:

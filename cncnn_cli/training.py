@@ -7,11 +7,13 @@ import sys
 import shlex
 from pathlib import Path
 
+import torch
 from mmengine.config import Config
 from mmengine.dist import is_main_process
 
 from cncnn_cli.commands.common import err_console
-from cncnn_cli.engine.hooks import STATE_FILE
+from cncnn_cli.engine.batching import plan_batch, smaller_batches
+from cncnn_cli.engine.hooks import STATE_FILE, WorkDirHook
 from cncnn_cli.engine.runner import build_runner, resume_path
 from cncnn_cli.engine.signals import StopRequest, TrainingInterrupted
 from cncnn_cli.errors import CncnnError
@@ -22,8 +24,11 @@ def is_finished(run_dir: Path, epochs: int) -> bool:
     metrics = run_dir / "metrics.json"
     if not metrics.is_file():
         return False
-    history = json.loads(metrics.read_text()).get("history", [])
-    return bool(history) and history[-1]["epoch"] >= epochs and (run_dir / "best.safetensors").is_file()
+    document = json.loads(metrics.read_text())
+    history = document.get("history", [])
+    tested = (document.get("best") or {}).get("selected_on") != "val" or document.get("test_at_best_val")
+    return bool(history) and history[-1]["epoch"] >= epochs and (run_dir / "best.safetensors").is_file() \
+        and bool(tested)
 
 
 def run_training(cfg: Config, run_dir: Path, resume: str | None, resume_command: list[str]) -> int:
@@ -45,11 +50,15 @@ def run_training(cfg: Config, run_dir: Path, resume: str | None, resume_command:
         with contextlib.redirect_stdout(sys.stderr):
             runner = build_runner(cfg, run_dir, state, stop)
             runner.train()
+            if work_dir_hook(runner).needs_final_test:
+                runner.test()
     except TrainingInterrupted as exc:
         if is_main_process():
             err_console.print(f"interrupted: saved {run_dir}/{STATE_FILE} and last.safetensors. Resume with:\n"
                               f"  cncnn {shlex.join(resume_command)}", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
+    except torch.cuda.OutOfMemoryError:
+        raise CncnnError(out_of_memory_message(cfg, run_dir), exit_code=1) from None
     finally:
         stop.uninstall()
     if is_main_process():
@@ -57,11 +66,40 @@ def run_training(cfg: Config, run_dir: Path, resume: str | None, resume_command:
     return 0
 
 
+def work_dir_hook(runner) -> WorkDirHook:
+    return next(hook for hook in runner.hooks if isinstance(hook, WorkDirHook))
+
+
+def out_of_memory_message(cfg: Config, run_dir: Path) -> str:
+    """One message for a CUDA out-of-memory error: the batch, the peak, and flags that fit."""
+    plan = plan_batch(cfg)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        device = torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(device).total_memory
+        peak = (f"peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB allocated of "
+                f"{total / 2**30:.1f} GiB on {torch.cuda.get_device_name(device)}")
+    else:
+        peak = "peak memory unknown"
+    fits = [f"--batch-size {batch} --accumulate {accumulate}" for batch, accumulate in smaller_batches(plan)]
+    advice = (f"keep the effective batch of {plan.effective} with {' or '.join(fits)}"
+              if fits else "lower --image-size")
+    kept = (f"{run_dir}/last.safetensors and {STATE_FILE} hold the last finished epoch"
+            if (run_dir / "last.safetensors").is_file() else "no epoch had finished, so nothing was saved")
+    amp = "" if cfg.amp else "; --amp also roughly halves activation memory"
+    return (f"out of GPU memory at --batch-size {plan.per_device} per device ({peak}). To fit, {advice}{amp}. "
+            f"{kept}.")
+
+
 def summarize(run_dir: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    best, last = metrics.get("best"), metrics.get("last")
-    if best and last:
-        err_console.print(f"best top-1 {best['top1']:.2f} at epoch {best['epoch']} (selected on {best['selected_on']}); "
-                          f"last epoch top-1 {last['top1']:.2f}", highlight=False, soft_wrap=True)
+    best, last, tested = metrics.get("best"), metrics.get("last"), metrics.get("test_at_best_val")
+    if best and last and tested:
+        err_console.print(f"val top-1: best {best['top1']:.2f} at epoch {best['epoch']}, last epoch "
+                          f"{last['top1']:.2f}. Test top-1 of the checkpoint chosen on val (quote this): "
+                          f"{tested['top1']:.2f}", highlight=False, soft_wrap=True)
+    elif best and last:
+        err_console.print(f"test top-1: last epoch {last['top1']:.2f}; best {best['top1']:.2f} at epoch "
+                          f"{best['epoch']} (chosen on the test split, as in the paper - an optimistic number; "
+                          f"--val-fraction chooses without looking at test)", highlight=False, soft_wrap=True)
     err_console.print(f"wrote {run_dir}/best.safetensors, last.safetensors, metrics.json", highlight=False,
                       markup=False, soft_wrap=True)

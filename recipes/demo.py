@@ -14,5 +14,6 @@ preprocess = dict(resize=72, crop=64, mean=[123.675, 116.28, 103.53], std=[58.39
 optim_wrapper = dict(optimizer=dict(lr=0.05), paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))
 train_cfg = dict(max_epochs=8)
 batch_size = 32
+auto_scale_lr = dict(base_batch_size=32)  # the learning rate above is tuned for this batch
 workers = 0
 log_interval = 5

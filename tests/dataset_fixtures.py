@@ -1,8 +1,8 @@
 """Tiny datasets written in the exact published layouts, for tests.
 
 Each ``make_*`` writes under ``root`` and returns the dataset folder (``CUB_200_2011``,
-``stanford_cars``, ``fgvc-aircraft-2013b`` or the ImageFolder root). Images are small
-noisy JPEGs tinted by class. As in the real sets, some files are not plain RGB: the first
+``stanford_cars``, ``fgvc-aircraft-2013b``, another Cars copy's folder or the ImageFolder
+root). Images are small noisy JPEGs tinted by class. As in the real sets, some files are not plain RGB: the first
 training image of class 0 is a grayscale JPEG and the first training image of class 1 a
 CMYK JPEG (see :func:`special_mode`). :func:`truncate` breaks a file for error tests.
 """
@@ -78,15 +78,42 @@ def make_cub(root: Path, num_classes: int = 3, train_per_class: int = 2, test_pe
 def make_cars(root: Path, num_classes: int = 3, train_per_class: int = 2, test_per_class: int = 2) -> Path:
     """``root/stanford_cars`` in torchvision's layout: devkit .mat files, cars_train/, cars_test/."""
     folder = Path(root) / "stanford_cars"
-    annotations = {True: [], False: []}
+    _write_cars_devkit(folder, "devkit", folder, False, (num_classes, train_per_class, test_per_class))
+    return folder
+
+
+def make_cars_repackaged(
+    root: Path,
+    devkit: str = "car_devkit/devkit",
+    labels_in: str | None = ".",
+    name: str = "stanford-cars-dataset",
+    num_classes: int = 3,
+    train_per_class: int = 2,
+    test_per_class: int = 2,
+) -> Path:
+    """``root/<name>`` as Kaggle re-packages Stanford Cars.
+
+    Images one folder deeper (``cars_train/cars_train/``, ``cars_test/cars_test/``), the
+    devkit under ``devkit`` with its unlabelled ``cars_test_annos.mat``, and the separately
+    downloaded ``cars_test_annos_withlabels.mat`` in the sub-folder ``labels_in`` (``None``:
+    not there, as the Kaggle copy ships).
+    """
+    folder = Path(root) / name
+    labels = None if labels_in is None else folder / labels_in
+    _write_cars_devkit(folder, devkit, labels, True, (num_classes, train_per_class, test_per_class))
+    return folder
+
+
+def make_cars_class_folders(
+    root: Path, num_classes: int = 3, train_per_class: int = 2, test_per_class: int = 1
+) -> Path:
+    """``root/car_data/car_data/{train,test}/<car model>/<NNNNN>.jpg``: the class-folder copy of Stanford Cars."""
+    folder = Path(root) / "car_data" / "car_data"
+    names = _car_names(num_classes)
     for seed, (label, index, train) in enumerate(_split_images(num_classes, train_per_class, test_per_class)):
-        fname = f"{len(annotations[train]) + 1:05d}.jpg"
-        image_dir = folder / ("cars_train" if train else "cars_test")
-        write_image(image_dir / fname, label, seed, special_mode(label, index, train))
-        annotations[train].append({"class": label + 1, "fname": fname})
-    _save_struct(folder / "devkit" / "cars_train_annos.mat", annotations[True])
-    _save_struct(folder / "cars_test_annos_withlabels.mat", annotations[False])
-    scipy.io.savemat(str(folder / "devkit" / "cars_meta.mat"), {"class_names": _cell(_car_names(num_classes))})
+        split = "train" if train else "test"
+        path = folder / split / names[label] / f"{seed + 1:05d}.jpg"
+        write_image(path, label, seed, special_mode(label, index, train))
     return folder
 
 
@@ -146,6 +173,29 @@ def make_imagefolder(
                 mode = special_mode(label, index, split == "train")
                 write_image(folder / split / name / f"{name}_{index}.jpg", label, seed, mode)
     return folder
+
+
+def _write_cars_devkit(
+    folder: Path, devkit: str, labels: Path | None, nested: bool, sizes: tuple[int, int, int]
+) -> None:
+    """Images, devkit .mat files and the test labels (in ``labels``, if given) of a devkit-style Cars copy.
+
+    ``sizes`` is ``(num_classes, train_per_class, test_per_class)``; ``nested`` puts the
+    images one folder deeper, and writes the devkit's unlabelled test annotations, as Kaggle's copy has.
+    """
+    annotations = {True: [], False: []}
+    for seed, (label, index, train) in enumerate(_split_images(*sizes)):
+        fname = f"{len(annotations[train]) + 1:05d}.jpg"
+        split = "cars_train" if train else "cars_test"
+        image_dir = folder / split / split if nested else folder / split
+        write_image(image_dir / fname, label, seed, special_mode(label, index, train))
+        annotations[train].append({"class": label + 1, "fname": fname})
+    _save_struct(folder / devkit / "cars_train_annos.mat", annotations[True])
+    if labels is not None:
+        _save_struct(labels / "cars_test_annos_withlabels.mat", annotations[False])
+    if nested:
+        _save_struct(folder / devkit / "cars_test_annos.mat", [{"fname": r["fname"]} for r in annotations[False]])
+    scipy.io.savemat(str(folder / devkit / "cars_meta.mat"), {"class_names": _cell(_car_names(sizes[0]))})
 
 
 def _car_names(num_classes: int) -> list[str]:

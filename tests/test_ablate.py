@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -30,22 +31,38 @@ def test_variant_configs_swap_only_the_named_parts():
     assert variant_model(model, "full") == model
 
 
-def test_ablate_all_writes_the_table_and_a_rerun_skips_finished_variants(tmp_path, capsys):
-    args = ["ablate", "demo", "--all", "--epochs", "1", "--work-dir", str(tmp_path), *TINY, *DEMO]
+def test_ablate_all_with_seeds_writes_mean_and_std_and_a_rerun_skips_finished_runs(tmp_path, capsys):
+    args = ["ablate", "demo", "--all", "--seeds", "2", "--epochs", "1", "--work-dir", str(tmp_path), *TINY, *DEMO]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "paper top-1" in captured.out and "88.9" in captured.out
+    assert "paper top-1" in captured.out and "88.9" in captured.out and "±" in captured.out
+    assert "no test-time augmentation" in captured.out.replace("\n", " ")
     rows = json.loads((tmp_path / "ablation.json").read_text())
     assert [r["variant"] for r in rows] == ["baseline", "hl", "hl+lh", "full"]
-    assert set(rows[0]) == {"variant", "top1", "top5", "params", "gflops", "train_images_per_s", "best_epoch"}
+    for row in rows:
+        runs = row["runs"]
+        assert [r["seed"] for r in runs] == [0, 1]
+        for seed in (0, 1):
+            metrics = json.loads((tmp_path / row["variant"] / f"seed{seed}" / "metrics.json").read_text())
+            assert metrics["seed"] == seed and runs[seed]["top1"] == metrics["best"]["top1"]
+        values = [r["top1"] for r in runs]
+        assert row["top1"] == pytest.approx(statistics.mean(values), abs=1e-4)
+        assert row["top1_std"] == pytest.approx(statistics.stdev(values), abs=1e-4)
+        assert row["selected_on"] == "test" and row["tta"] == "none"
     flops = {r["variant"]: r["gflops"] for r in rows}
     assert flops["full"] > flops["hl+lh"] > flops["hl"] > flops["baseline"] > 0
     params = {r["variant"]: r["params"] for r in rows}
     assert params["full"] > params["hl+lh"] > params["hl"] > params["baseline"] > 1_000_000
-    assert "| full |" in (tmp_path / "ablation.md").read_text()
+    full = rows[-1]
+    assert f"| full | {full['top1']:.2f} ± {full['top1_std']:.2f} |" in (tmp_path / "ablation.md").read_text()
     assert main(args) == 0
-    assert captured.err.count("training in") == 4
-    assert capsys.readouterr().err.count("already trained") == 4
+    assert captured.err.count("training in") == 8
+    assert capsys.readouterr().err.count("already trained") == 8
+
+
+def test_seed_and_seeds_together_are_refused(tmp_path, capsys):
+    assert main(["ablate", "demo", "--seeds", "2", "--seed", "1", "--work-dir", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_a_single_variant_trains_in_its_own_folder(tmp_path):

@@ -1,4 +1,7 @@
-"""`cncnn data check`: counts, sizes and modes; unreadable files by name (exit 1); bad layouts (exit 2)."""
+"""`cncnn data check`: counts, sizes and modes; unreadable and missing files by name (exit 1); bad layouts (exit 2).
+
+Unannotated files and differences from the published counts are notes that leave the exit code alone.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +11,13 @@ from typer.testing import CliRunner
 
 from cncnn_cli.commands.data import app
 from cncnn_cli.data_check import check_dataset
-from tests.dataset_fixtures import make_aircraft, make_cub, make_imagefolder, truncate
+from tests.dataset_fixtures import (
+    make_aircraft,
+    make_cub,
+    make_imagefolder,
+    truncate,
+    write_image,
+)
 
 runner = CliRunner()
 
@@ -95,3 +104,38 @@ def test_synthetic_jpegs_are_a_valid_imagefolder(tmp_path):
     root = write_synthetic_jpegs(tmp_path, count=4)
     result = loader_throughput({"type": "imagefolder", "data_root": str(root)}, image_size=64, seconds=0.2)
     assert result["images"] >= 1
+
+
+def test_cub_missing_image_is_named_once_and_an_extra_one_is_a_note(tmp_path):
+    root = make_cub(tmp_path)
+    gone = root / "images" / "002.Laysan_Albatross" / "Laysan_Albatross_0002_5.jpg"
+    gone.unlink()
+    extra = write_image(root / "images" / "001.Black_footed_Albatross" / "stray.jpg", 0, 99)
+    result = run("--dataset", "cub", "--data-root", str(root), "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["problems"] == [f"{gone}: listed in images.txt, file missing"]
+    assert report["splits"]["train"]["unreadable"] == [] and report["unlisted_files"] == [str(extra)]
+    assert "split 'train': 6 images, published 5,994 (5,988 fewer)" in report["differences_from_published"]
+
+
+def test_aircraft_compares_counts_of_the_chosen_protocol_and_images_of_every_split(tmp_path):
+    root = make_aircraft(tmp_path)
+    extra = write_image(root / "data" / "images" / "2000000.jpg", 0, 99)
+    report = check_dataset("aircraft", str(root), "test")
+    assert report.ok and report.unlisted == [str(extra)]  # train and val images are not reported
+    assert report.differences == [
+        "split 'test': 3 images, published 3,333 (3,330 fewer)", "classes: 3 classes, published 100 (97 fewer)"
+    ]
+    assert check_dataset("aircraft", str(root), "train").differences[0].endswith("published 6,667 (6,658 fewer)")
+    options = {"train_split": "train", "annotation_level": "family"}
+    assert check_dataset("aircraft", str(root), "train", options).differences == [
+        "split 'train': 6 images, published 3,334 (3,328 fewer)", "classes: 3 classes, published 70 (67 fewer)"
+    ]
+
+
+def test_generated_and_folder_datasets_have_no_annotation_notes(tmp_path):
+    report = check_dataset("imagefolder", str(make_imagefolder(tmp_path)))
+    assert report.ok and report.unlisted == [] and report.differences == []
+    demo = check_dataset("demo", None, "test", {"num_classes": 2, "test_per_class": 1, "image_size": 32})
+    assert demo.ok and demo.splits[0].missing == []

@@ -73,11 +73,12 @@ def test_cars_single_folder_layout_splits_on_test_flag(tmp_path, use_parent):
     assert all("/car_ims/" in path for path, _ in train.samples + test.samples)
 
 
-def test_cars_devkit_folder_must_keep_torchvision_name(tmp_path):
-    folder = make_cars(tmp_path)
+def test_cars_devkit_folder_may_have_any_name(tmp_path):
+    folder = make_cars(tmp_path, num_classes=3, train_per_class=2, test_per_class=1)
     renamed = folder.rename(tmp_path / "cars")
-    with pytest.raises(CncnnError, match="named 'stanford_cars'"):
-        build_dataset("cars", str(renamed))
+    assert labels(build_dataset("cars", str(renamed), "test")) == [0, 1, 2]
+    with pytest.raises(CncnnError, match="neither devkit/"):
+        build_dataset("cars", str(tmp_path))  # the parent only works for a folder named stanford_cars
 
 
 @pytest.mark.parametrize("use_parent", [False, True])

@@ -7,9 +7,11 @@ from typing import Annotated
 import typer
 
 from cncnn_cli.commands.common import PluginOption, err_console, invocation, out_console, setup
-from cncnn_cli.commands.train import (AmpOpt, BackboneOpt, BatchSizeOpt, CfgOptionsOpt, DataRootOpt, DatasetOpt,
-                                      DeviceOpt, EpochsOpt, ImageSizeOpt, LauncherOpt, LrOpt, NoPretrainedOpt,
-                                      PretrainedOpt, SeedOpt, WorkersOpt, train_flags)
+from cncnn_cli.commands.train import (AccumulateOpt, AmpOpt, BackboneOpt, BatchSizeOpt, CfgOptionsOpt, DataRootOpt,
+                                      DatasetOpt, DeviceOpt, EffectiveBatchOpt, EpochsOpt, ImageSizeOpt, LauncherOpt,
+                                      LrOpt, NoPretrainedOpt, NoScaleLrOpt, PretrainedOpt, SeedOpt, ValFractionOpt,
+                                      ValSplitOpt, WorkersOpt, train_flags)
+from cncnn_cli.errors import CncnnError
 
 
 def ablate(
@@ -18,6 +20,7 @@ def ablate(
     no_attention: Annotated[bool, typer.Option("--no-attention", help="With --no-convlstm: no LH pathway (Table 2's HL).")] = False,
     baseline: Annotated[bool, typer.Option("--baseline", help="The fine-tuned backbone alone (GAP + FC).")] = False,
     all_variants: Annotated[bool, typer.Option("--all", help="Train baseline, hl, hl+lh and full in turn, then tabulate.")] = False,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Train each variant with seeds 0..N-1 (WORK_DIR/<variant>/seed<k>/); the table shows mean ± std.")] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Output folder (default: work_dirs/ablate_<recipe>); one subfolder per variant.")] = None,
     dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
@@ -34,16 +37,24 @@ def ablate(
     workers: WorkersOpt = None,
     cfg_options: CfgOptionsOpt = None,
     launcher: LauncherOpt = None,
+    val_fraction: ValFractionOpt = None,
+    val_split: ValSplitOpt = None,
+    accumulate: AccumulateOpt = None,
+    effective_batch: EffectiveBatchOpt = None,
+    no_scale_lr: NoScaleLrOpt = False,
     plugin: PluginOption = None,
 ) -> None:
     """Train ablation variants like `train`, each in WORK_DIR/<variant>/; --all adds ablation.json and .md.
 
     Variants: full (no flag), hl+lh (--no-convlstm), hl (--no-convlstm --no-attention), baseline (--baseline).
-    A finished variant is not trained again; an interrupted one resumes.
+    A finished variant is not trained again; an interrupted one resumes. Accuracies are of a single
+    center crop (no test-time flips); `cncnn eval --tta flip` adds those for one checkpoint.
 
     Example: cncnn ablate --no-convlstm
 
     Example: cncnn ablate demo --all --epochs 3
+
+    Example: cncnn ablate cub --all --seeds 3 --val-fraction 0.1
     """
     setup(plugin)
     from cncnn_cli.ablation import run_ablation
@@ -52,9 +63,13 @@ def ablate(
     variants = list(VARIANTS) if all_variants else [select_variant(no_convlstm, no_attention, baseline)]
     flags = train_flags(dataset=dataset, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr,
                         image_size=image_size, backbone=backbone, pretrained=pretrained, no_pretrained=no_pretrained,
-                        device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=None)
+                        device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=None,
+                        val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
+                        effective_batch=effective_batch, no_scale_lr=no_scale_lr)
+    if seeds is not None and seed is not None:
+        raise CncnnError("give either --seed (one run per variant) or --seeds N (seeds 0..N-1), not both")
     root = work_dir or Path("work_dirs") / f"ablate_{Path(recipe).stem}"
-    code, table = run_ablation(recipe, variants, flags, cfg_options, root, invocation())
+    code, table = run_ablation(recipe, variants, flags, cfg_options, root, invocation(), seeds)
     if table is not None:
         out_console.print(table)
     if code:

@@ -19,6 +19,8 @@ app = typer.Typer(no_args_is_help=True)
 
 #: Above this many classes the per-class table is summarized.
 MAX_CLASS_ROWS = 30
+#: Unannotated files shown in the text report; --json lists them all.
+MAX_UNLISTED_ROWS = 20
 
 
 @app.callback()
@@ -35,7 +37,10 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     plugin: PluginOption = None,
 ) -> None:
-    """Decode every image; report counts per split and class, sizes, modes and unreadable files.
+    """Decode every image; report counts per split and class, sizes, modes, unreadable and missing files.
+
+    Also lists image files no annotation mentions and differences from the published
+    counts; these are notes and leave the exit code alone.
 
     Exit code 0: clean; 1: problems found (listed); 2: the layout is unusable.
 
@@ -103,6 +108,23 @@ def _print_report(report: DataReport, console: Console) -> None:
         console.print(f"[red]{len(report.problems)} problem(s):[/]")
         for problem in report.problems:
             console.print(f"  - {problem}", markup=False, highlight=False, soft_wrap=True)
+    _print_notes(report, console)
+
+
+def _print_notes(report: DataReport, console: Console) -> None:
+    """Differences from the published counts and unannotated files: worth knowing, not problems."""
+    if report.differences:
+        console.print(f"[yellow]{len(report.differences)} difference(s) from the published dataset[/] "
+                      "(results may not compare with published ones):", soft_wrap=True)
+        for line in report.differences:
+            console.print(f"  - {line}", markup=False, highlight=False, soft_wrap=True)
+    if report.unlisted:
+        console.print(f"[yellow]{len(report.unlisted)} image file(s) that no annotation mentions[/] (not used):",
+                      soft_wrap=True)
+        for path in report.unlisted[:MAX_UNLISTED_ROWS]:
+            console.print(f"  - {path}", markup=False, highlight=False, soft_wrap=True)
+        if len(report.unlisted) > MAX_UNLISTED_ROWS:
+            console.print(f"  ... and {len(report.unlisted) - MAX_UNLISTED_ROWS} more (--json lists them all)")
 
 
 @app.command()

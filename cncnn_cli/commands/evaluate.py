@@ -21,7 +21,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    tta: Annotated[str, typer.Option(help="none, or flip: average each image's logits with its mirror's.")] = "none",
+    tta: Annotated[str, typer.Option(
+        help="none, or flip: average each image's logits with its mirror's (also reports the plain number).")] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Also write per_class.csv and confusion.png here.")] = None,
     plugin: PluginOption = None,
@@ -39,9 +40,12 @@ def evaluate(
     result = evaluate_checkpoint(path, dataset=dataset, data_root=data_root, split=split, batch_size=batch_size,
                                  workers=workers, device=device, tta=tta)
     report = result.report
+    keys = ("top1", "top5", "mean_class_accuracy", "num_images", "heads")
     if as_json:
-        typer.echo(json.dumps({k: report[k] for k in ("top1", "top5", "mean_class_accuracy", "num_images", "heads")},
-                              indent=2))
+        document = {k: report[k] for k in keys}
+        if result.without_tta is not None:
+            document.update(tta=tta, without_tta={k: result.without_tta[k] for k in keys})
+        typer.echo(json.dumps(document, indent=2))
     else:
         table = Table(title=f"cncnn eval · {path} · {split} ({report['num_images']} images, tta {tta})")
         table.add_column("metric")
@@ -50,6 +54,8 @@ def evaluate(
             table.add_row(key, f"{report[key]:.2f}")
         for name, value in report["heads"].items():
             table.add_row(f"top1 · {name}", f"{value:.2f}")
+        if result.without_tta is not None:
+            table.add_row("top1 without flips", f"{result.without_tta['top1']:.2f}")
         out_console.print(table)
     if result.skipped:
         err_console.print(f"warning: {result.skipped} unreadable image(s) were skipped (named above)")

@@ -30,6 +30,17 @@ WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="Data loader proc
 CfgOptionsOpt = Annotated[Optional[list[str]], typer.Option(
     help="key=value overrides applied last, e.g. train_cfg.val_interval=5 (repeatable).")]
 LauncherOpt = Annotated[Optional[str], typer.Option(help="none, or pytorch under torchrun.")]
+ValFractionOpt = Annotated[Optional[float], typer.Option(
+    min=0.0, max=0.9, help="Hold out this class-stratified fraction of the training images (drawn from --seed) "
+    "to choose the best checkpoint; the test split is then evaluated once, at the end.")]
+ValSplitOpt = Annotated[Optional[str], typer.Option(
+    help="Choose the best checkpoint on the dataset's published val split (aircraft: train on 'train').")]
+AccumulateOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="Accumulate gradients over N batches per optimizer step (effective batch × N).")]
+EffectiveBatchOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="Total images per optimizer step; the accumulation follows from --batch-size and processes.")]
+NoScaleLrOpt = Annotated[bool, typer.Option(
+    "--no-scale-lr", help="Keep the recipe's learning rates when the effective batch differs from its batch.")]
 
 
 def train(
@@ -51,6 +62,11 @@ def train(
     workers: WorkersOpt = None,
     cfg_options: CfgOptionsOpt = None,
     launcher: LauncherOpt = None,
+    val_fraction: ValFractionOpt = None,
+    val_split: ValSplitOpt = None,
+    accumulate: AccumulateOpt = None,
+    effective_batch: EffectiveBatchOpt = None,
+    no_scale_lr: NoScaleLrOpt = False,
     plugin: PluginOption = None,
 ) -> None:
     """Train CN-CNN with a recipe; the work dir gets best/last .safetensors, metrics.json, state.pth, logs.
@@ -61,6 +77,8 @@ def train(
 
     Example: cncnn train recipes/aircraft.py --data-root ~/data --amp
 
+    Example: cncnn train cub --val-fraction 0.1 --batch-size 8 --accumulate 2
+
     Example: torchrun --nproc_per_node 4 -m cncnn_cli train cub --launcher pytorch
     """
     setup(plugin)
@@ -70,7 +88,9 @@ def train(
 
     flags = train_flags(dataset=dataset, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr,
                         image_size=image_size, backbone=backbone, pretrained=pretrained, no_pretrained=no_pretrained,
-                        device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=work_dir)
+                        device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=work_dir,
+                        val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
+                        effective_batch=effective_batch, no_scale_lr=no_scale_lr)
     cfg = resolve_config(recipe, flags, cfg_options)
     command = invocation()
     resume_command = command if "--resume" in command else [*command, "--resume"]

@@ -5,6 +5,10 @@ index): the crops and flips of a run do not depend on the number of loader worke
 how many batches were drawn before, or on an interruption in between. The sampler
 yields ``(epoch, index)`` keys for that, shuffles like mmengine's ``DefaultSampler``
 (seed + epoch, sharded by rank) and can start part-way into an epoch on resume.
+
+With gradient accumulation an epoch yields whole optimizer steps only (the tail that
+would not fill one is dropped, as ``drop_last`` drops a short batch): every epoch then
+ends on an update, so the state saved there holds no half-accumulated gradient.
 """
 from __future__ import annotations
 
@@ -32,7 +36,9 @@ class SeededAugmentation(Dataset):
         return len(self.dataset)
 
     def __getattr__(self, name: str):
-        if name in ("dataset", "seed"):  # not yet set during unpickling in a worker
+        # ``dataset``/``seed`` are not yet set while unpickling in a worker; dunders such as
+        # ``__getitems__`` (a Subset's batched fetch) would bypass the seeding.
+        if name in ("dataset", "seed") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -47,13 +53,18 @@ class SeededAugmentation(Dataset):
 
 @DATA_SAMPLERS.register_module(name="cncnn_train_sampler")
 class ResumableSampler(DefaultSampler):
-    """``DefaultSampler`` that yields ``(epoch, index)`` and can skip the samples already seen."""
+    """``DefaultSampler`` that yields ``(epoch, index)``, whole steps of ``step`` samples per rank,
+    and can skip the samples already seen."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, step: int = 1, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.step = step
         self.skip = 0
 
     def __iter__(self):
-        keys = [(self.epoch, index) for index in super().__iter__()]
+        keys = [(self.epoch, index) for index in super().__iter__()][:len(self)]
         skip, self.skip = self.skip, 0
         return iter(keys[skip:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.num_samples % self.step

@@ -1,7 +1,9 @@
 """Hooks that own the work directory and what people see while a run trains.
 
 ``WorkDirHook`` writes ``last.safetensors`` and the resumable ``state.pth`` after every
-epoch, ``best.safetensors`` when top-1 improves, and ``metrics.json``; it stops the run
+epoch, ``best.safetensors`` when top-1 on the selection split (test, or a validation set)
+improves, and ``metrics.json``, including the final test of the best checkpoint when a
+validation set chose it; it stops the run
 on a non-finite loss and saves-then-stops on Ctrl-C/SIGTERM. ``ConsoleHook`` draws a rich
 progress bar on a terminal and plain lines otherwise. Both act on rank 0 only, except
 that every rank joins the decision to stop.
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from mmengine.dist import is_distributed, is_main_process
+from mmengine.dist import barrier, is_distributed, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -23,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cncnn_cli.atomic import atomic_write
-from cncnn_cli.checkpoint import Checkpoint, save_checkpoint
+from cncnn_cli.checkpoint import Checkpoint, load_weights, read_checkpoint, save_checkpoint
 from cncnn_cli.engine.signals import StopRequest, TrainingInterrupted
 from cncnn_cli.engine.state import plain_message_hub, restore_rng_state, rng_state
 from cncnn_cli.errors import CncnnError
@@ -53,8 +55,10 @@ class WorkDirHook(Hook):
     priority = "VERY_LOW"  # after ParamSchedulerHook: the saved schedulers are already stepped
 
     def __init__(self, checkpoint_info: Callable[[], Checkpoint], stop: StopRequest, batch_size: int,
-                 run_info: dict, resuming: bool) -> None:
+                 run_info: dict, resuming: bool, selected_on: str = "test", accumulate: int = 1) -> None:
         self.checkpoint_info = checkpoint_info
+        self.selected_on = selected_on
+        self.accumulate = accumulate
         self.stop = stop
         self.batch_size = batch_size
         self.run_info = run_info
@@ -76,7 +80,8 @@ class WorkDirHook(Hook):
         self.metrics.setdefault("last", None)
         self.metrics.setdefault("best", None)
         self.metrics.setdefault("skipped_images", 0)
-        self.metrics.update(self.run_info, test_at_best_val=None)
+        self.metrics.update(self.run_info)
+        self.metrics.setdefault("test_at_best_val", None)
 
     def before_train_epoch(self, runner) -> None:
         self._epoch_loss, self._epoch_images, self._epoch_skipped, self._epoch_iters = 0.0, 0, 0, 0
@@ -98,8 +103,9 @@ class WorkDirHook(Hook):
         if data_batch is not None:
             self._epoch_images += int(data_batch["inputs"].shape[0])
             self._epoch_skipped += int(data_batch.get("skipped", 0))
-        if self._stop_agreed():
-            # Mid-epoch: the sampler resumes after the samples this rank has consumed.
+        if (batch_idx + 1) % self.accumulate == 0 and self._stop_agreed():
+            # Mid-epoch, on an optimizer step (no half-accumulated gradient is lost): the sampler
+            # resumes after the samples this rank has consumed.
             consumed = (batch_idx + 1) * self.batch_size
             self._save_state(runner, meta={"epoch": runner.epoch, "iter": runner.iter + 1}, skip=consumed)
             self._save_weights(runner, "last.safetensors")
@@ -108,6 +114,8 @@ class WorkDirHook(Hook):
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self._stop_agreed():  # the epoch's state was saved before validation began
             raise TrainingInterrupted(self.stop.signum or 2)
+
+    after_test_iter = after_val_iter  # the final test runs after the last state was saved
 
     def _stop_agreed(self) -> bool:
         flag = self.stop.signum is not None
@@ -145,16 +153,35 @@ class WorkDirHook(Hook):
         if not metrics or runner.train_loop is None:
             return
         epoch = runner.train_loop.epoch  # already advanced past the trained epoch
-        result = {"epoch": epoch, **_rounded(metrics)}
+        result = {"epoch": epoch, "split": self.selected_on, **_rounded(metrics)}
         for entry in self.metrics["history"]:
             if entry["epoch"] == epoch:
                 entry.update(result)
         self.metrics["last"] = result
         best = self.metrics.get("best")
         if best is None or result["top1"] > best["top1"]:
-            self.metrics["best"] = {**result, "selected_on": "test"}
-            self._save_weights(runner, "best.safetensors", extra={"epoch": epoch, "top1": result["top1"]})
+            self.metrics["best"] = {**result, "selected_on": self.selected_on}
+            self._save_weights(runner, "best.safetensors", extra={"epoch": epoch, "top1": result["top1"],
+                                                                  "selected_on": self.selected_on})
         self._write_metrics()
+
+    # ------------------------------------------------- final test (val-selected)
+    @property
+    def needs_final_test(self) -> bool:
+        return self.selected_on == "val" and self.metrics.get("best") is not None
+
+    def before_test(self, runner) -> None:
+        """The test split is evaluated once, on the checkpoint the validation set chose."""
+        barrier()  # rank 0 may still be writing best.safetensors
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        _, state = read_checkpoint(self.work_dir / "best.safetensors")
+        load_weights(model, state, self.work_dir / "best.safetensors")
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        if metrics:
+            self.metrics["test_at_best_val"] = {"epoch": self.metrics["best"]["epoch"], "split": "test",
+                                                **_rounded(metrics)}
+            self._write_metrics()
 
     # --------------------------------------------------------------- writing
     def _write_metrics(self) -> None:
@@ -262,6 +289,11 @@ class ConsoleHook(Hook):
             heads = " ".join(f"{k.removesuffix('_top1')} {v:.2f}" for k, v in metrics.items() if k.endswith("_top1"))
             self.console.print(f"epoch {runner.train_loop.epoch}: top-1 {metrics['top1']:.2f}  "
                                f"top-5 {metrics['top5']:.2f}  ({heads})", highlight=False, soft_wrap=True)
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        if is_main_process() and metrics:
+            self.console.print(f"test split, once, at the checkpoint chosen on val: top-1 {metrics['top1']:.2f}  "
+                               f"top-5 {metrics['top5']:.2f}", highlight=False, soft_wrap=True)
 
     def after_train(self, runner) -> None:
         if self.progress is not None:

@@ -6,13 +6,13 @@ import os
 import platform
 import time
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import mmengine
 import torch
 import torchvision
 from mmengine.config import Config
+from mmengine.dist import is_main_process
 from mmengine.logging import MMLogger
 from mmengine.runner import Runner, set_random_seed
 
@@ -20,38 +20,16 @@ from cncnn_cli import __version__
 from cncnn_cli.checkpoint import Checkpoint
 from cncnn_cli.device import resolve_device
 from cncnn_cli.engine import amp, state  # noqa: F401  (registers the CPU bf16 wrapper and the safe loader)
+from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr, plan_batch
 from cncnn_cli.engine.data import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
 from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook
+from cncnn_cli.engine.protocol import build_datasets
 from cncnn_cli.engine.signals import StopRequest
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.model import build_model
-from cncnn_plugins.datasets import build_dataset
-from cncnn_cli.transforms import build_transform
 
 import cncnn_cli.collate  # noqa: F401,E402  (registers the collate function)
 import cncnn_cli.metrics  # noqa: F401,E402  (registers the accuracy metric)
-
-
-@dataclass
-class Datasets:
-    train: torch.utils.data.Dataset
-    test: torch.utils.data.Dataset
-    classes: list[str]
-
-
-def build_datasets(cfg: Config) -> Datasets:
-    """Train and test splits with the recipe's preprocessing; layout problems surface here."""
-    options = dict(cfg.dataset)
-    kind, root = options.pop("type"), options.pop("data_root", None)
-    train = build_dataset(kind, root, "train", build_transform(cfg.preprocess, True), **options)
-    test = build_dataset(kind, root, "test", build_transform(cfg.preprocess, False), **options)
-    if list(train.classes) != list(test.classes):
-        raise CncnnError(f"dataset {kind}: the train split has {len(train.classes)} classes and the "
-                         f"test split {len(test.classes)}; they must be the same classes in the same order")
-    if len(train) < cfg.batch_size:
-        raise CncnnError(f"dataset {kind}: {len(train)} training images, fewer than --batch-size "
-                         f"{cfg.batch_size}")
-    return Datasets(train, test, list(train.classes))
 
 
 def default_work_dir(recipe: str | Path) -> Path:
@@ -105,12 +83,14 @@ def _route_logs() -> None:
 def _drop_mmengine_notices(record: logging.LogRecord) -> bool:
     """mmengine's own deprecation notices say nothing a cncnn user can act on."""
     message = record.getMessage()
-    return not any(notice in message for notice in ("FileClient", "HardDiskBackend", "registry tree", "has no metainfo"))
+    return not any(notice in message for notice in ("FileClient", "HardDiskBackend", "registry tree", "has no metainfo",
+                                                 "save_param_scheduler"))
 
 
-def run_info(cfg: Config, device: torch.device) -> dict:
+def run_info(cfg: Config, device: torch.device, plan: BatchPlan) -> dict:
     return {
         "seed": cfg.seed,
+        "batch": plan.to_dict(),
         "versions": {"cncnn": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
                      "mmengine": mmengine.__version__, "python": platform.python_version()},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
@@ -123,6 +103,7 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     if distributed:
         _init_distributed(device)
     set_random_seed(cfg.seed)
+    plan = plan_batch(cfg)
     data = build_datasets(cfg)
     model_cfg = dict(cfg.model, num_classes=len(data.classes))
     if cfg.model.get("num_classes") not in (None, len(data.classes)):
@@ -142,9 +123,10 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
         return Checkpoint(model=model_cfg, classes=data.classes, preprocess=dict(cfg.preprocess),
                           dataset=dict(cfg.dataset))
 
-    optim_wrapper = dict(cfg.optim_wrapper)
+    optim_wrapper = dict(cfg.optim_wrapper, accumulative_counts=plan.accumulate)
     if cfg.amp:
         optim_wrapper.update(amp.amp_wrapper_config(device))
+    note = describe(plan, cfg.optim_wrapper["optimizer"]["lr"])
     loader = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=False,
                   collate_fn=dict(type="cncnn_collate"), pin_memory=device.type == "cuda")
     experiment = f"cncnn_{time.time_ns()}"  # mmengine keeps one Visualizer per name per process
@@ -161,17 +143,20 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
         work_dir=str(work_dir),
         experiment_name=experiment,
         train_dataloader=dict(loader, dataset=SeededAugmentation(data.train, cfg.seed), drop_last=True,
-                              sampler=dict(type="cncnn_train_sampler", shuffle=True, seed=cfg.seed)),
-        val_dataloader=dict(loader, dataset=data.test, sampler=dict(type="DefaultSampler", shuffle=False)),
+                              sampler=dict(type="cncnn_train_sampler", shuffle=True, seed=cfg.seed,
+                                           step=cfg.batch_size * plan.accumulate)),
+        val_dataloader=dict(loader, dataset=data.selection, sampler=dict(type="DefaultSampler", shuffle=False)),
         val_evaluator=dict(type="cncnn_accuracy"),
+        **_final_test(data, loader),
         optim_wrapper=optim_wrapper,
         param_scheduler=list(cfg.param_scheduler) or None,
         train_cfg=dict(cfg.train_cfg),
-        auto_scale_lr=dict(cfg.auto_scale_lr),
+        auto_scale_lr=mmengine_auto_scale_lr(plan),
         val_cfg=dict(),
         default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=cfg.log_interval)),
         custom_hooks=[
-            WorkDirHook(checkpoint_info, stop, cfg.batch_size, run_info(cfg, device), resume_from is not None),
+            WorkDirHook(checkpoint_info, stop, cfg.batch_size, run_info(cfg, device, plan), resume_from is not None,
+                        selected_on=data.selected_on, accumulate=plan.accumulate),
             ConsoleHook(cfg.log_interval),
             *cfg.custom_hooks,
         ],
@@ -188,8 +173,20 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
         log_level="WARNING",
     )
     _route_logs()
+    if note and is_main_process():
+        print(f"note: {note}", file=sys.stderr)
+        runner.logger.info(note)
     runner.dump_config = lambda: None  # the validated config is saved as config.py by `cncnn train`
     return runner
+
+
+def _final_test(data, loader: dict) -> dict:
+    """When a validation set chooses the checkpoint, the Runner also gets the test split, evaluated
+    once after training (``final_test``)."""
+    if data.selected_on == "test":
+        return {}
+    return dict(test_dataloader=dict(loader, dataset=data.test, sampler=dict(type="DefaultSampler", shuffle=False)),
+                test_evaluator=dict(type="cncnn_accuracy"), test_cfg=dict())
 
 
 def _runner_cfg(cfg: Config, device: torch.device) -> Config:

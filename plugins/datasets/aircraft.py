@@ -1,7 +1,7 @@
 """FGVC-Aircraft 2013b, read by torchvision's ``FGVCAircraft``, with its copyright banner cropped."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from PIL import Image
@@ -16,6 +16,9 @@ FOLDER = "fgvc-aircraft-2013b"
 LAYOUT = "fgvc-aircraft-2013b/data/{images/, variants.txt, images_variant_{train,val,trainval,test}.txt}"
 LEVEL_FILES = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
 FGVC_SPLITS = ("train", "val", "trainval", "test")
+#: Classes at each annotation level and images per FGVC split of the published 2013b release.
+PUBLISHED_CLASSES = {"variant": 100, "family": 70, "manufacturer": 30}
+PUBLISHED_IMAGES = {"train": 3334, "val": 3333, "trainval": 6667, "test": 3333}
 #: Height in pixels of the copyright banner at the bottom of every FGVC-Aircraft image.
 BANNER_HEIGHT = 20
 
@@ -32,6 +35,11 @@ class Aircraft(FineGrainedDataset):
     """
 
     name = "aircraft"
+    published: ClassVar[dict[str, int]] = {
+        **PUBLISHED_IMAGES, "train": PUBLISHED_IMAGES["trainval"], "classes": PUBLISHED_CLASSES["variant"]
+    }
+    #: ``--val-split val``: train on FGVC's ``train`` only, so its ``val`` can choose the checkpoint.
+    published_val: ClassVar[dict[str, str]] = {"train_split": "train"}
 
     def __init__(
         self,
@@ -70,6 +78,26 @@ class Aircraft(FineGrainedDataset):
             ) from None
         self.classes = list(reader.classes)
         self.samples = list(zip(reader._image_files, reader._labels))
+        self.annotation_file = data / f"images_{annotation_level}_{fgvc_split}.txt"
+        self.image_dirs = [data / "images"]
+        self._level_files = [data / f"images_{annotation_level}_{name}.txt" for name in FGVC_SPLITS]
+
+    @classmethod
+    def published_counts(
+        cls, annotation_level: str = "variant", train_split: str = "trainval", **options: Any
+    ) -> dict[str, int]:
+        """Published counts for these options: cncnn's ``train`` is FGVC's ``train_split``."""
+        counts = {**PUBLISHED_IMAGES, "train": PUBLISHED_IMAGES.get(train_split, 0)}
+        return {**counts, "classes": PUBLISHED_CLASSES.get(annotation_level, 0)}
+
+    def listed_files(self) -> set[str]:
+        """Every image any FGVC split names: ``data/images`` holds train, val and test."""
+        names = set()
+        for path in self._level_files:
+            if path.is_file():
+                lines = path.read_text(encoding="utf-8").splitlines()
+                names |= {line.split(" ", 1)[0] for line in lines if line.strip()}
+        return {str(self.image_dirs[0] / f"{name}.jpg") for name in names}
 
     def prepare(self, image: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
         if not self.crop_banner:

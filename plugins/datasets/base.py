@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from PIL import Image
@@ -57,17 +57,39 @@ class FineGrainedDataset(torch.utils.data.Dataset):
     name: str = ""
     #: Splits ``cncnn data check`` inspects when none is given.
     check_splits: tuple[str, ...] = ("train", "test")
+    #: Image counts per split and the number of classes of the published dataset, which
+    #: ``cncnn data check`` compares a copy with; empty for user data.
+    published: ClassVar[dict[str, int]] = {}
 
     def __init__(self, transform: Callable | None = None) -> None:
         self.transform = transform
         self.classes: list[str] = []
         self.samples: list[tuple[str, int]] = []
+        #: The file listing this split's samples, set by readers of annotation files so that
+        #: ``cncnn data check`` names it for a listed image that is missing; ``None`` where the
+        #: folders are the list (ImageFolder) or the images are generated (demo).
+        self.annotation_file: Path | None = None
+        #: Folders holding this split's image files, in which ``cncnn data check`` lists files
+        #: that no annotation mentions.
+        self.image_dirs: list[Path] = []
         self._warned: set[str] = set()
 
     @classmethod
     def splits_to_check(cls, data_root: str, **options: Any) -> list[str]:
         """The splits that together cover the dataset (``cncnn data check`` without ``--split``)."""
         return list(cls.check_splits)
+
+    @classmethod
+    def published_counts(cls, **options: Any) -> dict[str, int]:
+        """:attr:`published` for the protocol ``options`` select (some datasets have several)."""
+        return dict(cls.published)
+
+    def listed_files(self) -> set[str]:
+        """Every image path the annotations name inside :attr:`image_dirs`, whichever split names it.
+
+        This split's samples by default, which is right when no other split shares the folders.
+        """
+        return {path for path, _ in self.samples}
 
     def __len__(self) -> int:
         return len(self.samples)

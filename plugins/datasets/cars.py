@@ -1,12 +1,20 @@
-"""Stanford Cars in either published layout: torchvision's devkit folders or car_ims/ + cars_annos.mat."""
+"""Stanford Cars in the copies people have: torchvision's devkit layout, its Kaggle re-packaging, car_ims/.
+
+The original site is gone, so every copy comes from a mirror. torchvision's layout and the
+widely used Kaggle re-packaging differ only in where things sit (images one folder deeper,
+the devkit under ``car_devkit/``, the test labels wherever the user dropped them), so one
+reader resolves those places; the single-folder ``car_ims/`` + ``cars_annos.mat`` release
+has a reader of its own.
+"""
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import ClassVar
 
 import numpy as np
 import scipy.io
-from torchvision.datasets import StanfordCars
 
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
@@ -14,79 +22,143 @@ from cncnn_cli.registry import DATASETS
 from .base import FineGrainedDataset, check_split, require
 
 FOLDER = "stanford_cars"
+#: Where copies keep cars_meta.mat and cars_train_annos.mat: torchvision's place, then Kaggle's.
+DEVKIT_DIRS = ("devkit", "car_devkit/devkit")
+LABELS = "cars_test_annos_withlabels.mat"
+UNLABELLED = "cars_test_annos.mat"
+#: How many folder levels below the dataset folder the test labels are looked for.
+LABELS_DEPTH = 3
 DEVKIT_LAYOUT = (
-    "stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, "
-    "cars_test_annos_withlabels.mat, cars_train/, cars_test/}"
+    "{devkit/ or car_devkit/devkit/}{cars_meta.mat, cars_train_annos.mat}, cars_train/[cars_train/], "
+    f"cars_test/[cars_test/], {LABELS} anywhere below"
 )
 ANNOS_LAYOUT = "{cars_annos.mat, car_ims/*.jpg}"
+
+
+def devkit_dir(folder: Path) -> Path | None:
+    """The first of ``devkit/`` and ``car_devkit/devkit/`` that exists in ``folder``."""
+    return next((folder / name for name in DEVKIT_DIRS if (folder / name).is_dir()), None)
+
+
+def split_images_dir(folder: Path, split: str) -> Path:
+    """``cars_<split>/cars_<split>`` (Kaggle copies nest the images) if it exists, else ``cars_<split>``."""
+    outer = folder / f"cars_{split}"
+    inner = outer / f"cars_{split}"
+    return inner if inner.is_dir() else outer
+
+
+def find_shallowest(folder: Path, name: str, depth: int = LABELS_DEPTH) -> Path | None:
+    """The file ``name`` nearest to ``folder``, at most ``depth`` levels below it.
+
+    Breadth-first, so a copy's own file wins over one in a nested backup, and bounded, so a
+    data root holding other datasets is not walked image by image.
+    """
+    level = [folder]
+    for _ in range(depth + 1):
+        hits = sorted(directory / name for directory in level if (directory / name).is_file())
+        if hits:
+            return hits[0]
+        level = sorted(child for directory in level for child in _subfolders(directory))
+    return None
+
+
+def _subfolders(directory: Path) -> list[Path]:
+    with os.scandir(directory) as entries:
+        return [Path(entry.path) for entry in entries if entry.is_dir() and not entry.name.startswith(".")]
+
+
+def read_mat(path: Path, key: str, fields: tuple[str, ...] = ()) -> np.ndarray:
+    """``key`` of the MATLAB file ``path`` as a 1-d array whose records have ``fields``."""
+    try:
+        values = np.atleast_1d(scipy.io.loadmat(str(path), squeeze_me=True)[key])
+    except (OSError, KeyError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as exc:
+        raise CncnnError(f"cars: cannot read '{key}' from {path}: {exc!r} - replace it with the file of "
+                         f"an intact Stanford Cars copy") from None
+    missing = [name for name in fields if name not in (values.dtype.names or ())]
+    if missing:
+        raise CncnnError(f"cars: '{key}' in {path} has no field '{missing[0]}' - expected fields "
+                         f"{', '.join(fields)}; is it the right file?")
+    return values
 
 
 @DATASETS.register_module(name="cars")
 class StanfordCarsDataset(FineGrainedDataset):
     """Stanford Cars: 196 car models, 8,144 train / 8,041 test images.
 
-    Two layouts are recognised in ``data_root`` or its ``stanford_cars/`` child:
-    torchvision's (``devkit/``, read by ``torchvision.datasets.StanfordCars``; the folder
-    must be named ``stanford_cars``) and the single-folder ``car_ims/`` + ``cars_annos.mat``,
-    whose ``test`` flag makes the split.
+    Recognised in ``data_root`` or its ``stanford_cars/`` child, whatever the folder is named:
+    torchvision's layout and the Kaggle re-packaging (``devkit/`` or ``car_devkit/devkit/``,
+    images in ``cars_<split>/`` or ``cars_<split>/cars_<split>/``, test labels from
+    ``cars_test_annos_withlabels.mat`` found up to three levels down), and the single-folder
+    ``car_ims/`` + ``cars_annos.mat``, whose ``test`` flag makes the split.
     """
 
     name = "cars"
+    published: ClassVar[dict[str, int]] = {"train": 8144, "test": 8041, "classes": 196}
 
     def __init__(self, data_root: str, split: str = "train", transform: Callable | None = None) -> None:
         super().__init__(transform)
         check_split(self.name, split, ("train", "test"))
+        self._listed: set[str] = set()
         root = Path(data_root).expanduser()
         if not root.is_dir():
             raise CncnnError(f"data root {root} is not a directory: pass --data-root with the extracted "
                              f"dataset folder or its parent (README, Datasets)")
         for folder in (root, root / FOLDER):
-            if (folder / "devkit").is_dir():
-                self._read_devkit(folder, split)
+            devkit = devkit_dir(folder)
+            if devkit is not None:
+                self._read_devkit(folder, devkit, split)
                 return
             if (folder / "cars_annos.mat").is_file():
                 self._read_annos(folder, split)
                 return
         raise CncnnError(
-            f"cars: neither devkit/ nor cars_annos.mat found in {root} or {root / FOLDER} - expected "
-            f"torchvision's layout {DEVKIT_LAYOUT} or {ANNOS_LAYOUT}"
+            f"cars: neither devkit/, car_devkit/devkit/ nor cars_annos.mat found in {root} or {root / FOLDER} - "
+            f"expected {DEVKIT_LAYOUT} or {ANNOS_LAYOUT}; pass the folder that holds them"
         )
 
-    def _read_devkit(self, folder: Path, split: str) -> None:
-        if folder.name != FOLDER:
-            raise CncnnError(
-                f"cars: {folder} has torchvision's StanfordCars layout, whose reader needs the folder "
-                f"to be named '{FOLDER}'; rename it or point --data-root at its parent"
-            )
-        require(folder / "devkit" / "cars_meta.mat", self.name, DEVKIT_LAYOUT)
+    def _read_devkit(self, folder: Path, devkit: Path, split: str) -> None:
+        meta = require(devkit / "cars_meta.mat", self.name, DEVKIT_LAYOUT)
         if split == "train":
-            require(folder / "devkit" / "cars_train_annos.mat", self.name, DEVKIT_LAYOUT)
-            require(folder / "cars_train", self.name, DEVKIT_LAYOUT)
+            annotations = require(devkit / "cars_train_annos.mat", self.name, DEVKIT_LAYOUT)
         else:
-            require(folder / "cars_test_annos_withlabels.mat", self.name, DEVKIT_LAYOUT)
-            require(folder / "cars_test", self.name, DEVKIT_LAYOUT)
-        try:
-            reader = StanfordCars(str(folder.parent), split=split, download=False)
-        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
-            raise CncnnError(f"cars: cannot read the .mat annotations in {folder}: {exc!r}") from None
-        self.classes = [str(name) for name in reader.classes]
-        self.samples = [(str(path), int(label)) for path, label in reader._samples]
+            annotations = self._test_labels(folder)
+        images = require(split_images_dir(folder, split), self.name, DEVKIT_LAYOUT)
+        self.classes = [str(name) for name in read_mat(meta, "class_names")]
+        self.samples = [
+            (str(images / str(record["fname"])), int(record["class"]) - 1)
+            for record in read_mat(annotations, "annotations", ("fname", "class"))
+        ]
+        self.annotation_file = annotations
+        self.image_dirs = [images]
+
+    def _test_labels(self, folder: Path) -> Path:
+        """``cars_test_annos_withlabels.mat`` wherever the copy keeps it; the devkit's own test file has no labels."""
+        labels = find_shallowest(folder, LABELS)
+        if labels is not None:
+            return labels
+        unlabelled = find_shallowest(folder, UNLABELLED)
+        found = f" ({unlabelled})" if unlabelled is not None else ""
+        raise CncnnError(
+            f"cars: no {LABELS} in {folder} or up to {LABELS_DEPTH} folder levels below it, and the test split "
+            f"needs it; the devkit's unlabelled {UNLABELLED}{found} has no class labels and cannot be used for "
+            f"evaluation - get {LABELS} from a Stanford Cars mirror and put it in {folder}"
+        )
 
     def _read_annos(self, folder: Path, split: str) -> None:
         annos_file = folder / "cars_annos.mat"
-        require(folder / "car_ims", self.name, ANNOS_LAYOUT)
-        try:
-            mat = scipy.io.loadmat(str(annos_file), squeeze_me=True)
-            annotations = np.atleast_1d(mat["annotations"])
-            self.classes = [str(name) for name in np.atleast_1d(mat["class_names"]).tolist()]
-            wanted = 1 if split == "test" else 0
-            self.samples = [
-                (str(folder / str(record["relative_im_path"])), int(record["class"]) - 1)
-                for record in annotations
-                if int(record["test"]) == wanted
-            ]
-        except (KeyError, ValueError, TypeError, IndexError) as exc:
-            raise CncnnError(
-                f"cars: cannot read {annos_file} (expected 'annotations' with relative_im_path, "
-                f"class, test and 'class_names'): {exc!r}"
-            ) from None
+        images = require(folder / "car_ims", self.name, ANNOS_LAYOUT)
+        records = read_mat(annos_file, "annotations", ("relative_im_path", "class", "test"))
+        self.classes = [str(name) for name in read_mat(annos_file, "class_names")]
+        wanted = 1 if split == "test" else 0
+        self.samples = [
+            (str(folder / str(record["relative_im_path"])), int(record["class"]) - 1)
+            for record in records
+            if int(record["test"]) == wanted
+        ]
+        self.annotation_file = annos_file
+        self.image_dirs = [images]
+        self._listed = {str(folder / str(record["relative_im_path"])) for record in records}
+
+    def listed_files(self) -> set[str]:
+        """Every image either split names: ``car_ims/`` holds both, the devkit's folders one each."""
+        return self._listed or super().listed_files()

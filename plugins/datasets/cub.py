@@ -1,7 +1,7 @@
 """CUB-200-2011 (Caltech-UCSD Birds) in its published layout."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
@@ -30,6 +30,7 @@ class CUB(FineGrainedDataset):
     """
 
     name = "cub"
+    published: ClassVar[dict[str, int]] = {"train": 5994, "test": 5794, "classes": 200}
 
     def __init__(self, data_root: str, split: str = "train", transform: Callable | None = None) -> None:
         super().__init__(transform)
@@ -57,3 +58,10 @@ class CUB(FineGrainedDataset):
             for image_id in sorted(paths)
             if is_train.get(image_id) == wanted
         ]
+        self.annotation_file = files["images"]
+        self.image_dirs = [images_dir]
+        self._listed = {str(images_dir / path) for path in paths.values()}
+
+    def listed_files(self) -> set[str]:
+        """Every image of ``images.txt``: ``images/`` holds both splits."""
+        return self._listed
