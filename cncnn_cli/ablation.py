@@ -13,6 +13,7 @@ from cncnn_cli.checkpoint import load_model
 from cncnn_cli.commands.common import err_console
 from cncnn_cli.config import resolve_config, validate_model
 from cncnn_cli.engine.hooks import STATE_FILE, write_json_atomic
+from cncnn_cli.errors import CncnnError
 from cncnn_cli.training import is_finished, run_training
 from cncnn_cli.transforms import size_pair
 from cncnn_cli.variants import PAPER_CUB_TOP1, VARIANTS, variant_model
@@ -38,6 +39,7 @@ def run_ablation(recipe: str, variants: list[str], flags: dict, cfg_options: lis
             validate_model(cfg.model)
             name = variant if seed is None else f"{variant} seed {seed}"
             if is_finished(run_dir, cfg.train_cfg["max_epochs"]):
+                _same_selection(run_dir, "val" if cfg.val_fraction or cfg.val_split else "test")
                 err_console.print(f"{name}: already trained in {run_dir}, skipped", highlight=False, soft_wrap=True)
                 continue
             resume = "auto" if (run_dir / STATE_FILE).is_file() else None
@@ -51,6 +53,14 @@ def run_ablation(recipe: str, variants: list[str], flags: dict, cfg_options: lis
     with atomic_write(root / "ablation.md") as tmp:
         tmp.write_text(markdown_table(rows))
     return 0, rich_table(rows)
+
+
+def _same_selection(run_dir: Path, selected_on: str) -> None:
+    """A finished run joins the table only if it chose its checkpoint the way this invocation asks."""
+    found = json.loads((run_dir / "metrics.json").read_text())["best"]["selected_on"]
+    if found != selected_on:
+        raise CncnnError(f"{run_dir} holds a run whose checkpoint was chosen on {found}, but this ablation "
+                         f"chooses on {selected_on}; give another --work-dir so the table does not mix them")
 
 
 def run_result(run_dir: Path, seed: int | None) -> dict:

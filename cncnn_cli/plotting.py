@@ -142,17 +142,22 @@ def curves_figure(metrics: dict) -> Figure:
         axes[1].plot([best["epoch"]], [best["top1"]], marker="*", markersize=16, color="tab:orange",
                      linestyle="none", clip_on=False, label=f"best {best['top1']:.2f}%")
         axes[1].legend(loc="lower right")
-    fig.suptitle(_curves_title(history, metrics.get("last") or {}, best), fontsize=13, fontweight="bold")
+    split = (metrics.get("last") or {}).get("split", "test")
+    axes[1].set_title(f"top-1 accuracy on {split} (%)", fontsize=12)
+    fig.suptitle(_curves_title(history, metrics.get("last") or {}, best, metrics.get("test_at_best_val") or {}),
+                 fontsize=13, fontweight="bold")
     return fig
 
 
-def _curves_title(history: list[dict], last: dict, best: dict) -> str:
+def _curves_title(history: list[dict], last: dict, best: dict, tested: dict) -> str:
     parts = [f"{len(history)} epoch{'s' if len(history) != 1 else ''}"]
     if _finite(last.get("top1")):
         parts.append(f"last (epoch {last.get('epoch', '?')}): top-1 {last['top1']:.2f}%")
     if _finite(best.get("top1")):
         chosen = f", selected on {best['selected_on']}" if best.get("selected_on") else ""
         parts.append(f"best (epoch {best.get('epoch', '?')}{chosen}): top-1 {best['top1']:.2f}%")
+    if _finite(tested.get("top1")):
+        parts.append(f"test at that checkpoint: top-1 {tested['top1']:.2f}%")
     return "training curves — " + " · ".join(parts)
 
 

@@ -70,3 +70,10 @@ def test_a_single_variant_trains_in_its_own_folder(tmp_path):
                  *TINY, *DEMO]) == 0
     assert (tmp_path / "hl" / "best.safetensors").is_file()
     assert json.loads((tmp_path / "ablation.json").read_text())[0]["variant"] == "hl"
+
+
+def test_runs_chosen_another_way_are_not_mixed_into_the_table(tmp_path, capsys):
+    args = ["ablate", "demo", "--baseline", "--epochs", "1", "--work-dir", str(tmp_path), *TINY, *DEMO]
+    assert main(args) == 0
+    assert main([*args, "--val-fraction", "0.25"]) == 2
+    assert "another --work-dir" in capsys.readouterr().err

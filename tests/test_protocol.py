@@ -156,6 +156,14 @@ def test_out_of_memory_names_the_batch_and_the_flags_that_fit_and_keeps_the_chec
     assert "last.safetensors" in err and "--amp" in err
     load_model(run / "last.safetensors")
     assert json.loads((run / "metrics.json").read_text())["history"][-1]["epoch"] == 1
+    # the effective batch is the run's: another one is refused, a smaller batch × accumulation goes on
+    assert main(["train", "demo", "--work-dir", str(run), *TINY, *DEMO, "--batch-size", "2", "--epochs", "3",
+                 "--resume"]) == 2
+    assert "effective batch of 4" in capsys.readouterr().err
+    assert main(["train", "demo", "--work-dir", str(run), *TINY, *DEMO, "--batch-size", "2", "--accumulate", "2",
+                 "--epochs", "3", "--resume"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3] and metrics["batch"]["accumulate"] == 2
 
 
 def test_flip_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path, capsys):

@@ -209,7 +209,8 @@ class WorkDirHook(Hook):
         checkpoint["message_hub"] = plain_message_hub(checkpoint["message_hub"])
         checkpoint["meta"] = {k: v for k, v in checkpoint["meta"].items() if k != "dataset_meta"}
         checkpoint["cncnn"] = {"rng": rng_state(), "sampler_skip": getattr(self, "_pending_skip", 0),
-                               "max_epochs": runner.max_epochs}
+                               "max_epochs": runner.max_epochs, "batch": self.run_info["batch"],
+                               "selection": self.run_info["selection"]}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get("cncnn")
@@ -220,8 +221,33 @@ class WorkDirHook(Hook):
                 f"this run's schedule was built for {state['max_epochs']} epochs; resuming with "
                 f"{runner.max_epochs} would not stretch the cosine schedule. Resume with --epochs "
                 f"{state['max_epochs']} (or start a new run).")
+        self._check_same_run(state)
         restore_rng_state(state["rng"])
-        runner.train_dataloader.sampler.skip = int(state["sampler_skip"])
+        skip = int(state["sampler_skip"])
+        saved, now = state.get("batch"), self.run_info["batch"]
+        if not skip:
+            # Iterations count batches: restate the finished epochs in this run's batches, so that a
+            # run can go on with another --batch-size/--accumulate of the same effective batch.
+            checkpoint["meta"]["iter"] = checkpoint["meta"]["epoch"] * len(runner.train_dataloader)
+        elif saved and (saved["per_device"], saved["processes"]) != (now["per_device"], now["processes"]):
+            raise CncnnError(
+                f"this run stopped mid-epoch at --batch-size {saved['per_device']} on {saved['processes']} "
+                f"process(es); resume it that way (another batch size can take over at an epoch's end)")
+        runner.train_dataloader.sampler.skip = skip
+
+    def _check_same_run(self, state: dict) -> None:
+        """A resumed run keeps its effective batch (the optimizer's saved learning rates follow
+        from it) and the images that choose its checkpoint."""
+        saved, now = state.get("batch"), self.run_info["batch"]
+        if saved and saved["effective"] != now["effective"]:
+            raise CncnnError(
+                f"this run trains with an effective batch of {saved['effective']} ({saved['per_device']} per device "
+                f"× {saved['processes']} process(es) × accumulate {saved['accumulate']}), and its learning rates "
+                f"follow from it; resume with flags giving {saved['effective']} again, e.g. --batch-size "
+                f"{now['per_device']} --effective-batch {saved['effective']}")
+        if state.get("selection", self.run_info["selection"]) != self.run_info["selection"]:
+            raise CncnnError(f"this run chooses its checkpoint with {state['selection']}; resume with the same "
+                             f"--val-fraction/--val-split (or start a new run)")
 
 
 def _scalar(value) -> float:

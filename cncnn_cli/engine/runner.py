@@ -91,6 +91,7 @@ def run_info(cfg: Config, device: torch.device, plan: BatchPlan) -> dict:
     return {
         "seed": cfg.seed,
         "batch": plan.to_dict(),
+        "selection": {"val_fraction": cfg.val_fraction, "val_split": cfg.val_split},
         "versions": {"cncnn": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
                      "mmengine": mmengine.__version__, "python": platform.python_version()},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
