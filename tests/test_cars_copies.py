@@ -33,6 +33,10 @@ COPIES = {
         make_cars_repackaged(tmp, labels_in="downloads/labels", **SIZES),
         "cars_test/cars_test",
     ),
+    "kaggle, any name, parent as root": lambda tmp: (
+        make_cars_repackaged(tmp, name="archive", **SIZES).parent,
+        "archive/cars_test/cars_test",
+    ),
     "kaggle named stanford_cars, parent as root": lambda tmp: (
         make_cars_repackaged(tmp, name="stanford_cars", **SIZES).parent,
         "stanford_cars/cars_test/cars_test",

@@ -77,8 +77,9 @@ def test_cars_devkit_folder_may_have_any_name(tmp_path):
     folder = make_cars(tmp_path, num_classes=3, train_per_class=2, test_per_class=1)
     renamed = folder.rename(tmp_path / "cars")
     assert labels(build_dataset("cars", str(renamed), "test")) == [0, 1, 2]
+    assert labels(build_dataset("cars", str(tmp_path), "test")) == [0, 1, 2]  # or the folder holding it
     with pytest.raises(CncnnError, match="neither devkit/"):
-        build_dataset("cars", str(tmp_path))  # the parent only works for a folder named stanford_cars
+        build_dataset("cars", str(tmp_path / "cars" / "cars_train"))
 
 
 @pytest.mark.parametrize("use_parent", [False, True])

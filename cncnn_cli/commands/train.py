@@ -16,8 +16,11 @@ ResumeOpt = Annotated[Optional[str], typer.Option(
 DatasetOpt = Annotated[Optional[str], typer.Option(help="Dataset plugin (cub, cars, aircraft, imagefolder, demo).")]
 DataRootOpt = Annotated[Optional[str], typer.Option(help="The extracted dataset folder or its parent.")]
 EpochsOpt = Annotated[Optional[int], typer.Option(min=1, help="Training epochs.")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Images per step (per process).")]
-LrOpt = Annotated[Optional[float], typer.Option(help="Learning rate of the new modules; the backbone keeps its ratio.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="Images per forward pass per process; × processes × --accumulate = the effective batch.")]
+LrOpt = Annotated[Optional[float], typer.Option(
+    help="Learning rate of the new modules at the recipe's batch (scaled with the effective batch unless "
+         "--no-scale-lr); the backbone keeps its ratio.")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Crop size (multiple of 32); the resize scales with it.")]
 BackboneOpt = Annotated[Optional[str], typer.Option(help="Backbone plugin, e.g. resnet50.")]
 PretrainedOpt = Annotated[Optional[str], typer.Option(

@@ -85,7 +85,7 @@ def read_mat(path: Path, key: str, fields: tuple[str, ...] = ()) -> np.ndarray:
 class StanfordCarsDataset(FineGrainedDataset):
     """Stanford Cars: 196 car models, 8,144 train / 8,041 test images.
 
-    Recognised in ``data_root`` or its ``stanford_cars/`` child, whatever the folder is named:
+    Recognised in ``data_root`` or a child of it (``stanford_cars/`` first), whatever the folder is named:
     torchvision's layout and the Kaggle re-packaging (``devkit/`` or ``car_devkit/devkit/``,
     images in ``cars_<split>/`` or ``cars_<split>/cars_<split>/``, test labels from
     ``cars_test_annos_withlabels.mat`` found up to three levels down), and the single-folder
@@ -103,7 +103,7 @@ class StanfordCarsDataset(FineGrainedDataset):
         if not root.is_dir():
             raise CncnnError(f"data root {root} is not a directory: pass --data-root with the extracted "
                              f"dataset folder or its parent (README, Datasets)")
-        for folder in (root, root / FOLDER):
+        for folder in (root, root / FOLDER, *_subfolders(root)):  # the copy, or the folder holding it
             devkit = devkit_dir(folder)
             if devkit is not None:
                 self._read_devkit(folder, devkit, split)
@@ -112,7 +112,7 @@ class StanfordCarsDataset(FineGrainedDataset):
                 self._read_annos(folder, split)
                 return
         raise CncnnError(
-            f"cars: neither devkit/, car_devkit/devkit/ nor cars_annos.mat found in {root} or {root / FOLDER} - "
+            f"cars: neither devkit/, car_devkit/devkit/ nor cars_annos.mat found in {root} or its subfolders - "
             f"expected {DEVKIT_LAYOUT} or {ANNOS_LAYOUT}; pass the folder that holds them"
         )
 
