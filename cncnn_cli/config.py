@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional, Union
 from mmengine.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cncnn_cli.engine.batching import plan_batch
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.recipes import load_recipe
 from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins
@@ -270,6 +271,7 @@ def _fields_at(loc: tuple) -> list[str]:
 
 def derive(cfg: Config) -> None:
     """Values that follow from others, computed after every override (MMENGINE-NOTES.md)."""
+    plan_batch(cfg)  # an --effective-batch that the batch and processes cannot make fails here, early
     epochs = cfg.train_cfg["max_epochs"]
     for scheduler in cfg.param_scheduler:
         if scheduler.get("by_epoch", True):

@@ -183,11 +183,13 @@ def test_two_process_gloo_run_finishes(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cncnn_cli",
          "train", "demo", "--work-dir", str(tmp_path / "ddp"), "--launcher", "pytorch", "--device", "cpu",
-         *TINY, *DEMO, "--epochs", "1"],
+         *TINY, *DEMO, "--epochs", "1", "--batch-size", "4", "--effective-batch", "16", "--val-fraction", "0.25"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["history"][0]["top1"] >= 0
+    assert (metrics["batch"]["processes"], metrics["batch"]["accumulate"], metrics["batch"]["effective"]) == (2, 2, 16)
+    assert metrics["best"]["num_images"] == 10 and metrics["test_at_best_val"]["num_images"] == 20  # gathered
     read_checkpoint(tmp_path / "ddp" / "best.safetensors")
 
 
