@@ -26,9 +26,10 @@ def is_finished(run_dir: Path, epochs: int) -> bool:
         return False
     document = json.loads(metrics.read_text())
     history = document.get("history", [])
-    tested = (document.get("best") or {}).get("selected_on") != "val" or document.get("test_at_best_val")
-    return bool(history) and history[-1]["epoch"] >= epochs and (run_dir / "best.safetensors").is_file() \
-        and bool(tested)
+    if not history or history[-1]["epoch"] < epochs or not (run_dir / "best.safetensors").is_file():
+        return False
+    chosen_on_val = (document.get("best") or {}).get("selected_on") == "val"
+    return not chosen_on_val or document.get("test_at_best_val") is not None  # val runs end with the test
 
 
 def run_training(cfg: Config, run_dir: Path, resume: str | None, resume_command: list[str]) -> int:
@@ -83,8 +84,9 @@ def out_of_memory_message(cfg: Config, run_dir: Path) -> str:
     fits = [f"--batch-size {batch} --accumulate {accumulate}" for batch, accumulate in smaller_batches(plan)]
     advice = (f"keep the effective batch of {plan.effective} with {' or '.join(fits)}"
               if fits else "lower --image-size")
-    kept = (f"{run_dir}/last.safetensors and {STATE_FILE} hold the last finished epoch"
-            if (run_dir / "last.safetensors").is_file() else "no epoch had finished, so nothing was saved")
+    kept = (f"{run_dir}/last.safetensors and {STATE_FILE} hold the last finished epoch; add --resume to those "
+            f"flags to go on from there" if (run_dir / STATE_FILE).is_file()
+            else "no epoch had finished, so nothing was saved")
     amp = "" if cfg.amp else "; --amp also roughly halves activation memory"
     return (f"out of GPU memory at --batch-size {plan.per_device} per device ({peak}). To fit, {advice}{amp}. "
             f"{kept}.")

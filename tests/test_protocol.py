@@ -153,7 +153,7 @@ def test_out_of_memory_names_the_batch_and_the_flags_that_fit_and_keeps_the_chec
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert "--batch-size 4 per device" in err and "--batch-size 2 --accumulate 2" in err
-    assert "last.safetensors" in err and "--amp" in err
+    assert "last.safetensors" in err and "--amp" in err and "add --resume" in err
     load_model(run / "last.safetensors")
     assert json.loads((run / "metrics.json").read_text())["history"][-1]["epoch"] == 1
     # the effective batch is the run's: another one is refused, a smaller batch × accumulation goes on
