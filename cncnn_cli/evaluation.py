@@ -71,11 +71,11 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
     if not labels:
         raise CncnnError(f"no readable images in {dataset_cfg['type']} split '{split}'")
     truth = torch.cat(labels)
-    reports = {name: _report(logits, truth) for name, logits in runs.items() if logits}
-    ensemble = torch.cat(runs[tta if tta == "flip" else "plain"]["ensemble"])
-    return Evaluation(reports["flip" if tta == "flip" else "plain"],
-                      confusion_matrix(ensemble.argmax(1), truth, num_classes), list(info.classes), skipped,
-                      ensemble, reports["plain"] if tta == "flip" else None)
+    reported = "flip" if tta == "flip" else "plain"
+    ensemble = torch.cat(runs[reported]["ensemble"])
+    return Evaluation(_report(runs[reported], truth), confusion_matrix(ensemble.argmax(1), truth, num_classes),
+                      list(info.classes), skipped, ensemble,
+                      _report(runs["plain"], truth) if reported == "flip" else None)
 
 
 def _append(store: dict[str, list], outputs: dict) -> None:

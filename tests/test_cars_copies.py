@@ -61,6 +61,8 @@ def test_every_copy_loads_with_published_classes_counts_and_labels(tmp_path, cop
     assert train.classes == test.classes == list(CAR_CLASSES[:3])
     assert labels(train) == [0, 0, 1, 1, 2, 2] and labels(test) == [0, 1, 2]
     assert all(f"/{test_images}/" in path for path, _ in test.samples)
+    train_images = test_images.replace("cars_test", "cars_train")  # car_ims/ holds both splits
+    assert all(f"/{train_images}/" in path for path, _ in train.samples)
 
 
 def test_shallowest_labels_file_wins_and_the_search_is_bounded(tmp_path):

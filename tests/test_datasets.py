@@ -18,7 +18,6 @@ from cncnn_cli.transforms import build_transform
 from cncnn_plugins.datasets import Demo, UnreadableImageWarning, build_dataset
 from cncnn_plugins.datasets.base import decode
 from tests.dataset_fixtures import (
-    CAR_CLASSES,
     make_aircraft,
     make_cars,
     make_cars_annos,
@@ -50,27 +49,6 @@ def test_cub_counts_labels_and_names(tmp_path, use_parent):
     assert (len(train), len(test)) == (6, 3)
     assert labels(train) == [0, 0, 1, 1, 2, 2] and labels(test) == [0, 1, 2]
     assert all("/images/00" in path for path, _ in train.samples)
-
-
-@pytest.mark.parametrize("use_parent", [False, True])
-def test_cars_torchvision_layout(tmp_path, use_parent):
-    folder = make_cars(tmp_path, num_classes=3, train_per_class=2, test_per_class=1)
-    root = str(folder.parent if use_parent else folder)
-    train, test = build_dataset("cars", root, "train"), build_dataset("cars", root, "test")
-    assert train.classes == list(CAR_CLASSES[:3])
-    assert (len(train), len(test)) == (6, 3)
-    assert labels(train) == [0, 0, 1, 1, 2, 2] and labels(test) == [0, 1, 2]
-    assert "/cars_train/" in train.samples[0][0] and "/cars_test/" in test.samples[0][0]
-
-
-@pytest.mark.parametrize("use_parent", [False, True])
-def test_cars_single_folder_layout_splits_on_test_flag(tmp_path, use_parent):
-    folder = make_cars_annos(tmp_path, num_classes=2, train_per_class=3, test_per_class=2)
-    root = str(folder.parent if use_parent else folder)
-    train, test = build_dataset("cars", root, "train"), build_dataset("cars", root, "test")
-    assert train.classes == list(CAR_CLASSES[:2])
-    assert labels(train) == [0, 0, 0, 1, 1, 1] and labels(test) == [0, 0, 1, 1]
-    assert all("/car_ims/" in path for path, _ in train.samples + test.samples)
 
 
 def test_cars_devkit_folder_may_have_any_name(tmp_path):

@@ -51,8 +51,11 @@ def stratified_holdout(labels: list[int], fraction: float, seed: int) -> tuple[l
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
 
 
-def build_datasets(cfg: Config) -> Datasets:
-    """Train, selection and test sets with the recipe's preprocessing; layout problems surface here."""
+def build_datasets(cfg: Config, images_per_step: int) -> Datasets:
+    """Train, selection and test sets with the recipe's preprocessing; layout problems surface here.
+
+    ``images_per_step`` is the effective batch: a training set smaller than that makes no step.
+    """
     options = dict(cfg.dataset)
     kind, root = options.pop("type"), options.pop("data_root", None)
     train_tf, eval_tf = build_transform(cfg.preprocess, True), build_transform(cfg.preprocess, False)
@@ -73,10 +76,9 @@ def build_datasets(cfg: Config) -> Datasets:
                              f"{len(labels)} training images; raise it")
         selection = Subset(build_dataset(kind, root, "train", eval_tf, **options), held)
         train, selected_on = Subset(train, keep), "val"
-    step = cfg.batch_size * cfg.get("accumulate", 1)
-    if len(train) < step:
-        raise CncnnError(f"dataset {kind}: {len(train)} training images, fewer than one step of "
-                         f"{step} (--batch-size × --accumulate)")
+    if len(train) < images_per_step:
+        raise CncnnError(f"dataset {kind}: {len(train)} training images, fewer than one optimizer step of "
+                         f"{images_per_step} (--batch-size × processes × --accumulate)")
     return Datasets(train, selection, test, list(test.classes), selected_on)
 
 

@@ -105,7 +105,7 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
         _init_distributed(device)
     set_random_seed(cfg.seed)
     plan = plan_batch(cfg)
-    data = build_datasets(cfg)
+    data = build_datasets(cfg, plan.effective)
     model_cfg = dict(cfg.model, num_classes=len(data.classes))
     if cfg.model.get("num_classes") not in (None, len(data.classes)):
         print(f"note: the recipe says {cfg.model['num_classes']} classes; the dataset has {len(data.classes)}, "
