@@ -33,6 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cncnn_cli.device import resolve_device
+from cncnn_cli.engine.amp import autocast_dtype
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.model import build_model
 from cncnn_cli.variants import VARIANTS as PAPER_VARIANTS
@@ -145,10 +146,8 @@ def _setup_precision(model: torch.nn.Module, device: torch.device, amp: bool):
 
 
 def amp_precision(device: torch.device) -> str:
-    """The autocast dtype ``--amp`` uses on ``device``: bf16 on CPU and on GPUs that support it, else fp16."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return "fp16"
-    return "bf16"
+    """The autocast dtype ``--amp`` trains with on ``device`` (:func:`autocast_dtype`), by name."""
+    return "bf16" if autocast_dtype(device) == torch.bfloat16 else "fp16"
 
 
 def _autocast(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:

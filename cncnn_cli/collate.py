@@ -1,7 +1,8 @@
 """Batch collation that survives unreadable images.
 
 Datasets return ``None`` for an image that cannot be decoded; ``collate`` drops those
-items and reports how many it dropped, so the training hook can count them per epoch.
+items (training replaces them first, marking the replacement) and reports how many were
+skipped, so the training hook can count them per epoch.
 """
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from mmengine.registry import FUNCTIONS
 def collate(batch: list[dict[str, Any] | None]) -> dict[str, torch.Tensor | int]:
     """Stack dataset samples into ``{"inputs": uint8 Bx3xHxW, "data_samples": int64 B, "skipped": n}``.
 
-    ``skipped`` is the number of ``None`` items dropped. When every item was ``None`` the
+    ``skipped`` is the number of ``None`` items dropped plus items marked ``replaced``. When every item was ``None`` the
     batch is empty: ``inputs`` has shape ``0x3x0x0`` and ``data_samples`` shape ``0``;
     callers skip a batch whose ``inputs.shape[0] == 0``.
     """
     items = [item for item in batch if item is not None]
-    skipped = len(batch) - len(items)
+    # dropped (evaluation) or replaced by another image (training: engine.data.SeededAugmentation)
+    skipped = len(batch) - len(items) + sum(bool(item.get("replaced")) for item in items)
     if not items:
         return {
             "inputs": torch.empty((0, 3, 0, 0), dtype=torch.uint8),

@@ -12,10 +12,13 @@ import inspect
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import mmengine.optim  # noqa: F401  (fills the optimizer and scheduler registries below)
 from mmengine.config import Config
+from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cncnn_cli.engine.batching import plan_batch
+from cncnn_cli.engine.sync_bn import sync_bn_applies
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.recipes import load_recipe
 from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins
@@ -69,13 +72,54 @@ class AutoScaleLr(_Strict):
     base_batch_size: int = Field(default=16, gt=0)
 
 
+class Optimizer(BaseModel):
+    """The values of ``optim_wrapper.optimizer`` that can be impossible; its keys are checked against
+    the optimizer's constructor (:func:`validate_optimization`)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    lr: float = Field(gt=0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+
+
+class Multipliers(_Strict):
+    """Per-parameter-group factors of ``paramwise_cfg.custom_keys`` (mmengine's)."""
+
+    lr_mult: float = Field(default=1.0, ge=0.0)
+    decay_mult: float = Field(default=1.0, ge=0.0)
+
+
+class Paramwise(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    custom_keys: dict[str, Multipliers] = {}
+
+
+class OptimWrapperConfig(_Strict):
+    """``optim_wrapper``: mmengine's optimizer wrapper and the optimizer inside it."""
+
+    type: str = "OptimWrapper"
+    optimizer: Optimizer
+    paramwise_cfg: Paramwise = Paramwise()
+    clip_grad: Optional[dict] = None
+    accumulative_counts: int = Field(default=1, gt=0)
+
+    @field_validator("type")
+    @classmethod
+    def _plain_wrapper(cls, kind: str) -> str:
+        if kind != "OptimWrapper":
+            raise ValueError("only 'OptimWrapper': mixed precision is --amp (amp=True), which picks the wrapper "
+                             "for the device")
+        return kind
+
+
 class Recipe(_Strict):
     """Every key a recipe may hold (besides mmengine's ``_base_``)."""
 
     model: dict
     dataset: dict
     preprocess: Preprocess
-    optim_wrapper: dict
+    optim_wrapper: OptimWrapperConfig
     param_scheduler: list[dict] = []
     train_cfg: TrainLoop
     batch_size: int = Field(gt=0)
@@ -93,6 +137,8 @@ class Recipe(_Strict):
     effective_batch: Optional[int] = Field(default=None, gt=0)
     val_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     val_split: Optional[Literal["val"]] = None
+    #: Largest image (pixels) the datasets decode; None keeps PIL's decompression-bomb guard.
+    max_pixels: Optional[int] = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_way_each(self) -> "Recipe":
@@ -140,8 +186,9 @@ def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
     _apply_exclusive(cfg, flags, "accumulate", "effective_batch", off=(1, None))
     if flags.get("no_scale_lr"):
         cfg.auto_scale_lr = dict(cfg.get("auto_scale_lr", {}), enable=False)
-    if flags.get("amp"):
-        cfg.amp = True
+    for switch in ("amp", "sync_bn"):
+        if flags.get(switch):
+            cfg[switch] = True
     if flags.get("image_size") is not None:
         crop = cfg.preprocess["crop"]
         crop_side = crop if isinstance(crop, int) else crop[0]
@@ -202,6 +249,15 @@ def validate(cfg: Config) -> None:
     cfg.train_cfg = recipe.train_cfg.model_dump()
     validate_model(cfg.model)
     _check_part(DATASETS, cfg.dataset, "dataset", auto=("split", "transform"))
+    _check_part(OPTIMIZERS, cfg.optim_wrapper["optimizer"], "optim_wrapper.optimizer", auto=("params",))
+
+
+def validate_schedulers(cfg: Config) -> None:
+    """Each ``param_scheduler`` entry names a known scheduler with options it takes (after
+    :func:`derive` filled in the epoch range)."""
+    for index, scheduler in enumerate(cfg.param_scheduler):
+        options = {k: v for k, v in scheduler.items() if k != "convert_to_iter_based"}
+        _check_part(PARAM_SCHEDULERS, options, f"param_scheduler.{index}", auto=("optimizer", "param_name"))
 
 
 def validate_model(model: dict, prefix: str = "model") -> None:
@@ -226,7 +282,7 @@ def _check_part(registry, part: dict, where: str, auto: tuple[str, ...] = (), ne
         close = difflib.get_close_matches(str(kind), names, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise CncnnError(f"{where}.type: unknown {registry.name} '{kind}'.{hint} Available: {', '.join(names)}")
-    params = inspect.signature(target).parameters
+    params = _constructor_parameters(target)
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     valid = [name for name in params if name not in auto] + list(nested)
@@ -242,6 +298,22 @@ def _check_part(registry, part: dict, where: str, auto: tuple[str, ...] = (), ne
                and name not in part and name != "self"]
     if missing:
         raise CncnnError(f"{where}: {registry.name} '{kind}' needs {', '.join(missing)}")
+
+
+def _constructor_parameters(target) -> dict[str, inspect.Parameter]:
+    """The parameters ``target(...)`` takes; for classes whose ``__init__`` is wrapped as
+    ``(*args, **kwargs)`` (mmengine's learning-rate schedulers), those of the first class in
+    its MRO that spells them out."""
+    if inspect.isclass(target):
+        for cls in target.__mro__:
+            init = cls.__dict__.get("__init__")
+            if init is None:
+                continue
+            params = dict(inspect.signature(init).parameters)
+            if not any(p.kind is p.VAR_POSITIONAL for p in params.values()):
+                params.pop("self", None)
+                return params
+    return dict(inspect.signature(target).parameters)
 
 
 def _explain(exc: ValidationError, filename: str | None) -> str:
@@ -272,10 +344,12 @@ def _fields_at(loc: tuple) -> list[str]:
 def derive(cfg: Config) -> None:
     """Values that follow from others, computed after every override (MMENGINE-NOTES.md)."""
     plan_batch(cfg)  # an --effective-batch that the batch and processes cannot make fails here, early
+    cfg.sync_bn = sync_bn_applies(cfg)
     epochs = cfg.train_cfg["max_epochs"]
     for scheduler in cfg.param_scheduler:
         if scheduler.get("by_epoch", True):
             scheduler.setdefault("begin", 0)
             scheduler.setdefault("end", epochs)
-            if scheduler["type"] in ("CosineAnnealingLR", "CosineAnnealingParamScheduler"):
+            if scheduler.get("type") in ("CosineAnnealingLR", "CosineAnnealingParamScheduler"):
                 scheduler.setdefault("T_max", scheduler["end"] - scheduler["begin"])
+    validate_schedulers(cfg)

@@ -38,19 +38,62 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+#: ``None``: PIL's own decompression-bomb guard (it refuses images over twice
+#: ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 megapixels); else the largest pixel count accepted.
+_max_pixels: int | None = None
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Accept images of up to ``limit`` pixels (``None``: PIL's default guard).
+
+    For datasets of legitimately huge images (slides, satellite scenes). The limit replaces
+    PIL's guard for this process; loader workers forked later inherit it.
+    """
+    global _max_pixels
+    if limit is not None and limit <= 0:
+        raise CncnnError(f"max_pixels must be a positive number of pixels, got {limit}")
+    _max_pixels = limit
+    Image.MAX_IMAGE_PIXELS = None if limit is not None else _PIL_DEFAULT_MAX_PIXELS
+
+
+_PIL_DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+def open_checked(path: Path) -> Image.Image:
+    """``Image.open`` (lazy: the header only) that refuses images over the pixel limit."""
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: refused as too large ({exc}). If the image is legitimate, raise the "
+                             f"limit with max_pixels (`--max-pixels N`, or the recipe key max_pixels)") from None
+    if _max_pixels is not None and image.width * image.height > _max_pixels:
+        image.close()
+        raise ImageReadError(f"{path}: {image.width}×{image.height} = {image.width * image.height:,} pixels, more "
+                             f"than max_pixels {_max_pixels:,}; raise max_pixels to read it")
+    return image
+
+
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open, fully decode and convert one image; raise :class:`ImageReadError` naming the file."""
+    """Open, fully decode and convert one image; raise :class:`ImageReadError` naming the file.
+
+    Any failure of the decoder is reported the same way: malformed files make PIL's plugins
+    raise many kinds of exceptions, and one bad file must never end a command.
+    """
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with open_checked(path) as image:
             image.load()  # force the decode so truncated files fail here, not later
             return to_rgb(image)
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file PIL can read") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(f"{path}: cannot decode image ({exc})") from None
+    except MemoryError:
+        raise ImageReadError(f"{path}: not enough memory to decode it") from None
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise ImageReadError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
 
 
 def find_images(path: str | Path) -> list[Path]:

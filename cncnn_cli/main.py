@@ -23,6 +23,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from cncnn_cli import __version__
+
+        print(f"cncnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the cncnn version and exit."),
+) -> None:
+    """CN-CNN fine-grained image classification: train, eval, predict, visualize, ablate."""
+
+
 app.command()(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command()(ablate.ablate)
@@ -47,7 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     except CncnnError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
+    finally:
+        end_distributed()
     return 0
+
+
+def end_distributed() -> None:
+    """Destroy the process group a DDP run joined, so that every rank exits cleanly (a group left
+    to interpreter shutdown can abort a rank after its work is done)."""
+    dist = sys.modules.get("torch.distributed")  # only loaded by commands that use torch
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def normalize_resume(argv: list[str]) -> list[str]:

@@ -55,19 +55,6 @@ class Classifier(BaseModel):
     def head_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def train_step(self, data: dict, optim_wrapper) -> dict:
-        """mmengine's step, except that a batch left with fewer than two images is skipped.
-
-        Unreadable images are dropped from their batch; BatchNorm cannot train on one image.
-        Under gradient accumulation the skipped micro-batch still counts (a zero loss), so that
-        optimizer steps stay on the boundaries the epoch is cut to.
-        """
-        if len(data["inputs"]) < 2:
-            if optim_wrapper._accumulative_counts > 1:
-                optim_wrapper.update_params(sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0)
-            return {}
-        return super().train_step(data, optim_wrapper)
-
     def forward(self, inputs: torch.Tensor, data_samples: torch.Tensor | None = None, mode: str = "tensor"):
         if mode == "loss":
             logits = self.head_logits(inputs)

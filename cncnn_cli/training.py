@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
+import os
 import shlex
+import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,6 +17,7 @@ from mmengine.dist import is_main_process
 from cncnn_cli.commands.common import err_console
 from cncnn_cli.engine.batching import plan_batch, smaller_batches
 from cncnn_cli.engine.hooks import STATE_FILE, WorkDirHook
+from cncnn_cli.engine.lock import work_dir_lock
 from cncnn_cli.engine.runner import build_runner, resume_path
 from cncnn_cli.engine.signals import StopRequest, TrainingInterrupted
 from cncnn_cli.errors import CncnnError
@@ -35,14 +39,51 @@ def is_finished(run_dir: Path, epochs: int) -> bool:
 def run_training(cfg: Config, run_dir: Path, resume: str | None, resume_command: list[str]) -> int:
     """Train; returns 0, or 128 + signal after a clean interruption (state saved, resume command printed).
 
-    ``resume_command`` is the cncnn command line that continues the run.
+    ``resume_command`` is the cncnn command line that continues the run. The run holds the work
+    dir's lock throughout (rank 0 for all ranks of a DDP run); a work dir this call created is
+    removed again if the run fails before it starts training (bad data, bad options).
     """
+    first_rank = _first_rank(cfg)
+    created = _first_missing(run_dir)
+    progress = _Progress()
+    if not first_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with work_dir_lock(run_dir) if first_rank else contextlib.nullcontext():
+        try:
+            return _train_in(cfg, run_dir, resume, resume_command, progress)
+        except BaseException:
+            if created and first_rank and not progress.started:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+
+
+def _first_rank(cfg: Config) -> bool:
+    """Rank 0 of a DDP run (or a single process), known before the process group exists."""
+    return cfg.launcher != "pytorch" or os.environ.get("RANK", "0") == "0"
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (``None`` if ``path`` exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+@dataclass
+class _Progress:
+    #: Set once the first epoch begins: from then on the work dir holds the run.
+    started: bool = False
+
+
+def _train_in(cfg: Config, run_dir: Path, resume: str | None, resume_command: list[str], progress: _Progress) -> int:
     state = resume_path(run_dir, resume)
     if state is None and (run_dir / STATE_FILE).exists():
         raise CncnnError(f"{run_dir} already holds a run. Continue it with --resume, pick another --work-dir, "
                          f"or delete the folder to start over.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
+    if _first_rank(cfg):
         cfg.dump(str(run_dir / "config.py"))
     stop = StopRequest()
     stop.install()
@@ -50,6 +91,7 @@ def run_training(cfg: Config, run_dir: Path, resume: str | None, resume_command:
         # stdout stays clean: mmengine print()s some notices (e.g. checkpoint loading) there.
         with contextlib.redirect_stdout(sys.stderr):
             runner = build_runner(cfg, run_dir, state, stop)
+            progress.started = True
             runner.train()
             if work_dir_hook(runner).needs_final_test:
                 runner.test()

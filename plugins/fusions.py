@@ -53,6 +53,35 @@ class ReplicatedBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
         return out
 
+    def to_sync_batchnorm(self) -> "ReplicatedSyncBatchNorm2d":
+        """The synchronized form with the same statistics rule (``cncnn --sync-bn`` converts to it)."""
+        return ReplicatedSyncBatchNorm2d.from_batchnorm(self)
+
+
+class ReplicatedSyncBatchNorm2d(nn.SyncBatchNorm):
+    """:class:`ReplicatedBatchNorm2d` with statistics over every process (SyncBN).
+
+    ``replication`` copies of the map side by side have the same mean and biased variance and
+    ``replication``× the pixel count, so torch's SyncBatchNorm over them keeps the running
+    variance of the upsample-first formulation; the output is the first copy. Only this
+    layer (P5's, at the smallest resolution) pays the copies.
+    """
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d) -> "ReplicatedSyncBatchNorm2d":
+        sync = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        if bn.affine:
+            sync.weight, sync.bias = bn.weight, bn.bias
+        sync.running_mean, sync.running_var = bn.running_mean, bn.running_var
+        sync.num_batches_tracked = bn.num_batches_tracked
+        sync.train(bn.training)
+        return sync
+
+    def forward(self, x: torch.Tensor, replication: int = 1) -> torch.Tensor:
+        if not self.training or replication == 1:
+            return super().forward(x)
+        return super().forward(x.repeat(1, 1, 1, replication))[..., :x.shape[-1]]
+
 
 class ConvBNReLU(nn.Module):
     """1×1 conv without bias → BatchNorm2d(eps 1e-5, momentum 0.01) → ReLU."""

@@ -231,3 +231,31 @@ def _struct_array(records: list[dict]) -> np.ndarray:
 def _save_struct(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(str(path), {"annotations": _struct_array(records)})
+
+
+def huge_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A real PNG header declaring ``width``×``height`` pixels (a few KB of rows follow, not all):
+    what a decompression bomb or a giant scan looks like to a decoder before it decodes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    rows = zlib.compress(b"\x00" + bytes(3 * width))  # one filtered row of zeros
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def huge_jpeg(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A small real JPEG whose frame header (SOF0) is rewritten to declare ``width``×``height``."""
+    import struct
+
+    write_image(path, 0, 0)
+    data = bytearray(path.read_bytes())
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5:frame + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path

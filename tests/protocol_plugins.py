@@ -48,3 +48,39 @@ class OutOfMemoryAt(Hook):
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         if runner.epoch == self.epoch:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+@DATASETS.register_module(name="rank1_unreadable_demo", force=True)
+class RankOneUnreadableDemo(Demo):
+    """On DDP rank 1, all but one training image of that rank's first batch cannot be decoded.
+
+    The indices are those mmengine's ``DefaultSampler`` deals rank 1 first (shuffled with
+    seed 0 + epoch 0, then every second index); the test checks that exactly these were skipped.
+    """
+
+    def __init__(self, *args, batch_size: int = 4, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(0)).tolist()
+        self.unreadable = set(order[1::2][1:batch_size]) if self.split == "train" else set()
+
+    def load_image(self, index: int, as_tensor: bool):
+        import torch.distributed as dist
+
+        from cncnn_cli.images import ImageReadError
+
+        if index in self.unreadable and dist.is_initialized() and dist.get_rank() == 1:
+            raise ImageReadError(f"demo/train/{index:05d}: cannot decode image (test)")
+        return super().load_image(index, as_tensor)
+
+
+@HOOKS.register_module(force=True)
+class SleepBeforeTrain(Hook):
+    """Holds a run (and its work-dir lock) before its first iteration, for concurrency tests."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def before_train(self, runner) -> None:
+        import time
+
+        time.sleep(self.seconds)

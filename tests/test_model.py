@@ -130,16 +130,3 @@ def test_fusion_width_and_head_width_come_from_the_config():
     model = build_model(tiny_model_config(channels=48, hidden=24))
     assert model.fusion.convlstm.conv.weight.shape == (4 * 48, 2 * 48, 3, 3)
     assert model.head.cls3[3].weight.shape == (24, 48)
-
-
-def test_a_batch_emptied_by_unreadable_images_is_skipped_not_fatal():
-    from mmengine.optim import OptimWrapper
-
-    model = build_model(tiny_model_config())
-    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
-    before = model.head.cls3[6].weight.detach().clone()
-    one = {"inputs": torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "data_samples": torch.tensor([1]), "skipped": 7}
-    assert model.train_step(one, wrapper) == {}
-    assert torch.equal(model.head.cls3[6].weight, before)
-    two = {"inputs": torch.zeros(2, 3, 64, 64, dtype=torch.uint8), "data_samples": torch.tensor([1, 2]), "skipped": 0}
-    assert "loss" in model.train_step(two, wrapper)

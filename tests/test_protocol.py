@@ -189,23 +189,3 @@ def test_flip_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path, capsys):
     assert main(["eval", str(run / "best.safetensors"), "--json", "--workers", "0", "--tta", "flip"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["tta"] == "flip" and document["without_tta"]["top1"] == plain.report["top1"]
-
-
-def test_a_batch_too_small_to_train_still_counts_towards_the_accumulation():
-    """A micro-batch left with one readable image is skipped, but it keeps its place in the
-    accumulation window, so optimizer steps stay on the boundaries the epoch is cut to."""
-    from mmengine.optim import OptimWrapper
-
-    from cncnn_cli.model import build_model
-
-    model = build_model({"type": "baseline", "num_classes": 2, "backbone": {"type": "tiny_no_bn"}})
-    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), accumulative_counts=2)
-    wrapper.initialize_count_status(model, 0, 4)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
-    assert model.train_step({"inputs": images[:1], "data_samples": [0]}, wrapper) == {}
-    assert wrapper._inner_count == 1
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no step mid-window
-    model.train_step({"inputs": images, "data_samples": [0, 1]}, wrapper)
-    assert wrapper._inner_count == 2
-    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # the window's step

@@ -178,6 +178,29 @@ def test_ctrl_c_in_a_subprocess_saves_a_resumable_run(tmp_path):
     assert (work / "state.pth").is_file()
 
 
+def test_one_run_per_work_dir_and_a_killed_run_does_not_block(tmp_path, capsys):
+    from cncnn_cli.engine.lock import LOCK_FILE
+
+    work = tmp_path / "run"
+    hook = "custom_hooks=[{'type': 'SleepBeforeTrain', 'seconds': 300}]"
+    first = subprocess.Popen(_cli("train", "demo", "--work-dir", str(work), *TINY, *DEMO, "--epochs", "1",
+                                  "--plugin", str(HERE / "protocol_plugins.py"), "--cfg-options", hook),
+                             stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.time() + 120
+        while f"pid {first.pid}" not in ((work / LOCK_FILE).read_text() if (work / LOCK_FILE).exists() else ""):
+            assert time.time() < deadline and first.poll() is None, "the first run never took the lock"
+            time.sleep(0.2)
+        assert _train(work, *DEMO, "--epochs", "1") == 2
+        err = capsys.readouterr().err.strip()
+        assert f"pid {first.pid}" in err and "train demo --work-dir" in err and len(err.splitlines()) == 1
+    finally:
+        first.kill()  # SIGKILL: the kernel drops its lock
+        first.wait()
+    assert _train(work, *DEMO, "--epochs", "1") == 0
+    assert (work / "best.safetensors").is_file()
+
+
 def test_two_process_gloo_run_finishes(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
@@ -191,6 +214,21 @@ def test_two_process_gloo_run_finishes(tmp_path):
     assert (metrics["batch"]["processes"], metrics["batch"]["accumulate"], metrics["batch"]["effective"]) == (2, 2, 16)
     assert metrics["best"]["num_images"] == 10 and metrics["test_at_best_val"]["num_images"] == 20  # gathered
     read_checkpoint(tmp_path / "ddp" / "best.safetensors")
+
+
+def test_two_process_run_with_a_batch_left_with_one_readable_image(tmp_path):
+    """Rank 1's first batch loses all but one image: every rank keeps its batch size (the unreadable
+    images are replaced and counted), so neither BatchNorm nor the other rank sees a difference."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cncnn_cli",
+         "train", "demo", "--work-dir", str(tmp_path / "ddp"), "--launcher", "pytorch", "--device", "cpu",
+         "--plugin", str(HERE / "protocol_plugins.py"), "--dataset", "rank1_unreadable_demo", *TINY, *DEMO,
+         "--epochs", "1", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["skipped_images"] == 3 and metrics["history"][0]["skipped_images"] == 3  # both ranks counted
 
 
 def test_amp_trains_on_cpu_with_bf16(tmp_path):

@@ -9,8 +9,8 @@ import typer
 from cncnn_cli.commands.common import PluginOption, err_console, invocation, out_console, setup
 from cncnn_cli.commands.train import (AccumulateOpt, AmpOpt, BackboneOpt, BatchSizeOpt, CfgOptionsOpt, DataRootOpt,
                                       DatasetOpt, DeviceOpt, EffectiveBatchOpt, EpochsOpt, ImageSizeOpt, LauncherOpt,
-                                      LrOpt, NoPretrainedOpt, NoScaleLrOpt, PretrainedOpt, SeedOpt, ValFractionOpt,
-                                      ValSplitOpt, WorkersOpt, train_flags)
+                                      LrOpt, NoPretrainedOpt, NoScaleLrOpt, PretrainedOpt, SeedOpt, SyncBnOpt,
+                                      ValFractionOpt, ValSplitOpt, WorkersOpt, train_flags)
 from cncnn_cli.errors import CncnnError
 
 
@@ -42,6 +42,7 @@ def ablate(
     accumulate: AccumulateOpt = None,
     effective_batch: EffectiveBatchOpt = None,
     no_scale_lr: NoScaleLrOpt = False,
+    sync_bn: SyncBnOpt = False,
     plugin: PluginOption = None,
 ) -> None:
     """Train ablation variants like `train`, each in WORK_DIR/<variant>/; --all adds ablation.json and .md.
@@ -65,7 +66,7 @@ def ablate(
                         image_size=image_size, backbone=backbone, pretrained=pretrained, no_pretrained=no_pretrained,
                         device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=None,
                         val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
-                        effective_batch=effective_batch, no_scale_lr=no_scale_lr)
+                        effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn)
     if seeds is not None and seed is not None:
         raise CncnnError("give either --seed (one run per variant) or --seeds N (seeds 0..N-1), not both")
     root = work_dir or Path("work_dirs") / f"ablate_{Path(recipe).stem}"

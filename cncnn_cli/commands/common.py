@@ -21,6 +21,13 @@ PluginOption = Annotated[
 ]
 
 
+MaxPixelsOption = Annotated[
+    Optional[int],
+    typer.Option("--max-pixels", min=1, show_default=False,
+                 help="Accept images of up to this many pixels (default: PIL's guard, about 179 million)."),
+]
+
+
 _invocation: list[str] = []
 
 
@@ -33,9 +40,13 @@ def invocation() -> list[str]:
     return list(_invocation)
 
 
-def setup(plugins: list[Path] | None) -> None:
-    """Register built-in, entry-point and ``--plugin`` file plugins."""
+def setup(plugins: list[Path] | None, max_pixels: int | None = None) -> None:
+    """Register built-in, entry-point and ``--plugin`` file plugins; apply ``--max-pixels``."""
     load_plugins(tuple(plugins or ()))
+    if max_pixels is not None:
+        from cncnn_cli.images import set_max_pixels
+
+        set_max_pixels(max_pixels)
 
 
 def default_checkpoint(work_dirs: Path = Path("work_dirs")) -> Path:

@@ -12,7 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from cncnn_cli.data_check import DataReport, check_dataset, dataset_from_recipe
-from cncnn_cli.commands.common import PluginOption, setup
+from cncnn_cli.commands.common import MaxPixelsOption, PluginOption, setup
 from cncnn_cli.errors import CncnnError
 
 app = typer.Typer(no_args_is_help=True)
@@ -35,6 +35,7 @@ def check(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder or its parent."),
     split: Optional[str] = typer.Option(None, "--split", help="One split only (default: all of them)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    max_pixels: MaxPixelsOption = None,
     plugin: PluginOption = None,
 ) -> None:
     """Decode every image; report counts per split and class, sizes, modes, unreadable and missing files.
@@ -50,7 +51,7 @@ def check(
     """
     stderr = Console(stderr=True)
     try:
-        setup(plugin)
+        setup(plugin, max_pixels)
         name, root, options = _resolve(recipe, dataset, data_root)
         with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
             report = check_dataset(name, root, split, options, progress=progress)

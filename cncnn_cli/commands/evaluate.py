@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cncnn_cli.commands.common import PluginOption, default_checkpoint, err_console, out_console, setup
+from cncnn_cli.commands.common import MaxPixelsOption, PluginOption, default_checkpoint, err_console, out_console, setup
 
 
 def evaluate(
@@ -25,6 +25,7 @@ def evaluate(
         help="none, or flip: average each image's logits with its mirror's (also reports the plain number).")] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Also write per_class.csv and confusion.png here.")] = None,
+    max_pixels: MaxPixelsOption = None,
     plugin: PluginOption = None,
 ) -> None:
     """Top-1, top-5, mean per-class accuracy and each classifier's top-1 on a split.
@@ -33,7 +34,7 @@ def evaluate(
 
     Example: cncnn eval model.safetensors --dataset imagefolder --data-root shop_photos --out report/
     """
-    setup(plugin)
+    setup(plugin, max_pixels)
     from cncnn_cli.evaluation import evaluate_checkpoint
 
     path = checkpoint or default_checkpoint()

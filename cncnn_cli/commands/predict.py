@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cncnn_cli.commands.common import PluginOption, default_checkpoint, err_console, out_console, setup
+from cncnn_cli.commands.common import MaxPixelsOption, PluginOption, default_checkpoint, err_console, out_console, setup
 from cncnn_cli.images import find_images
 from cncnn_cli.inference import Predictor
 
@@ -22,13 +22,14 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")] = False,
+    max_pixels: MaxPixelsOption = None,
     plugin: PluginOption = None,
 ) -> None:
     """Predict the classes of images.
 
     Example: cncnn predict bird.jpg photos/ --topk 3 --json
     """
-    setup(plugin)
+    setup(plugin, max_pixels)
     predictor = Predictor.from_checkpoint(checkpoint or default_checkpoint(), device=device)
     images = [image for path in inputs for image in find_images(path)]
     results = predictor.predict(images, topk=topk, batch_size=batch_size)

@@ -42,6 +42,8 @@ AccumulateOpt = Annotated[Optional[int], typer.Option(
     min=1, help="Accumulate gradients over N batches per optimizer step (effective batch × N).")]
 EffectiveBatchOpt = Annotated[Optional[int], typer.Option(
     min=1, help="Total images per optimizer step; the accumulation follows from --batch-size and processes.")]
+SyncBnOpt = Annotated[bool, typer.Option(
+    "--sync-bn", help="BatchNorm statistics over all processes (DDP on CUDA); no effect in one process.")]
 NoScaleLrOpt = Annotated[bool, typer.Option(
     "--no-scale-lr", help="Keep the recipe's learning rates when the effective batch differs from its batch.")]
 
@@ -70,6 +72,7 @@ def train(
     accumulate: AccumulateOpt = None,
     effective_batch: EffectiveBatchOpt = None,
     no_scale_lr: NoScaleLrOpt = False,
+    sync_bn: SyncBnOpt = False,
     plugin: PluginOption = None,
 ) -> None:
     """Train CN-CNN with a recipe; the work dir gets best/last .safetensors, metrics.json, state.pth, logs.
@@ -82,7 +85,7 @@ def train(
 
     Example: cncnn train cub --val-fraction 0.1 --batch-size 8 --accumulate 2
 
-    Example: torchrun --nproc_per_node 4 -m cncnn_cli train cub --launcher pytorch
+    Example: torchrun --nproc_per_node 4 -m cncnn_cli train cub --launcher pytorch --sync-bn
     """
     setup(plugin)
     from cncnn_cli.config import resolve_config
@@ -93,7 +96,7 @@ def train(
                         image_size=image_size, backbone=backbone, pretrained=pretrained, no_pretrained=no_pretrained,
                         device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=work_dir,
                         val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
-                        effective_batch=effective_batch, no_scale_lr=no_scale_lr)
+                        effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn)
     cfg = resolve_config(recipe, flags, cfg_options)
     command = invocation()
     resume_command = command if "--resume" in command else [*command, "--resume"]

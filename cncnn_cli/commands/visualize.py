@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from cncnn_cli.commands.common import PluginOption, default_checkpoint, err_console, setup
+from cncnn_cli.commands.common import MaxPixelsOption, PluginOption, default_checkpoint, err_console, setup
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.images import find_images, load_rgb
 from cncnn_cli.inference import Predictor
@@ -30,6 +30,7 @@ def visualize(
         help="Output folder (default: visualizations/, or WORK_DIR with --curves).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    max_pixels: MaxPixelsOption = None,
     plugin: PluginOption = None,
 ) -> None:
     """Draw what CN-CNN attends to: per image, the input beside the LH pathway's outputs
@@ -40,7 +41,7 @@ def visualize(
 
     Example: cncnn visualize --curves work_dirs/cub
     """
-    setup(plugin)
+    setup(plugin, max_pixels)
     if bool(inputs) == (curves is not None):
         raise typer.BadParameter("give either images or --curves WORK_DIR, exactly one of them", ctx=ctx,
                                  param_hint="IMAGE... / --curves")

@@ -9,6 +9,10 @@ yields ``(epoch, index)`` keys for that, shuffles like mmengine's ``DefaultSampl
 With gradient accumulation an epoch yields whole optimizer steps only (the tail that
 would not fill one is dropped, as ``drop_last`` drops a short batch): every epoch then
 ends on an update, so the state saved there holds no half-accumulated gradient.
+
+An unreadable training image is replaced by the next readable one of the dataset (and
+counted as skipped), so that every batch keeps its size: BatchNorm never sees a batch of
+one, and under DDP no rank takes a step the others do not, with no extra collective.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import torch
 from mmengine.dataset import DefaultSampler
 from mmengine.registry import DATA_SAMPLERS
 from torch.utils.data import Dataset
+
+from cncnn_cli.errors import CncnnError
 
 #: Large odd multipliers spread (seed, epoch, index) over the 63-bit seed space.
 _EPOCH_MIX, _INDEX_MIX = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
@@ -31,6 +37,8 @@ class SeededAugmentation(Dataset):
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
+        #: Indices this process found undecodable (each loader worker keeps its own).
+        self._unreadable: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -38,7 +46,7 @@ class SeededAugmentation(Dataset):
     def __getattr__(self, name: str):
         # ``dataset``/``seed`` are not yet set while unpickling in a worker; dunders such as
         # ``__getitems__`` (a Subset's batched fetch) would bypass the seeding.
-        if name in ("dataset", "seed") or name.startswith("__"):
+        if name in ("dataset", "seed", "_unreadable") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -46,9 +54,17 @@ class SeededAugmentation(Dataset):
         if isinstance(key, int):
             return self.dataset[key]
         epoch, index = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, index))
-            return self.dataset[index]
+        size = len(self.dataset)
+        for candidate in (i % size for i in range(index, index + size)):
+            if candidate in self._unreadable:
+                continue
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(self.seed, epoch, candidate))
+                sample = self.dataset[candidate]
+            if sample is not None:
+                return sample if candidate == index else {**sample, "replaced": True}
+            self._unreadable.add(candidate)
+        raise CncnnError(f"none of the {size} training images could be decoded; `cncnn data check` lists them")
 
 
 @DATA_SAMPLERS.register_module(name="cncnn_train_sampler")

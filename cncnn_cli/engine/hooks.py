@@ -131,6 +131,11 @@ class WorkDirHook(Hook):
     def after_train_epoch(self, runner) -> None:
         epoch = runner.epoch + 1
         elapsed = max(time.perf_counter() - self._epoch_start, 1e-9)
+        if is_distributed():  # every rank's images and skips, once per epoch
+            counts = torch.tensor([self._epoch_images, self._epoch_skipped], dtype=torch.float64,
+                                  device=_dist_device())
+            dist.all_reduce(counts)
+            self._epoch_images, self._epoch_skipped = (int(value) for value in counts.tolist())
         lr, backbone_lr = self._epoch_lrs
         entry = {
             "epoch": epoch,

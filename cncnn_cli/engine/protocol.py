@@ -17,6 +17,7 @@ from mmengine.config import Config
 from torch.utils.data import Dataset, Subset
 
 from cncnn_cli.errors import CncnnError
+from cncnn_cli.images import set_max_pixels
 from cncnn_cli.transforms import build_transform
 from cncnn_plugins.datasets.base import build_dataset, dataset_class
 
@@ -58,6 +59,7 @@ def build_datasets(cfg: Config, images_per_step: int) -> Datasets:
     """
     options = dict(cfg.dataset)
     kind, root = options.pop("type"), options.pop("data_root", None)
+    set_max_pixels(cfg.max_pixels)  # before the loader workers fork: they inherit it
     train_tf, eval_tf = build_transform(cfg.preprocess, True), build_transform(cfg.preprocess, False)
     if cfg.val_split:
         options.update(_published_val_options(kind))

@@ -19,12 +19,13 @@ from mmengine.runner import Runner, set_random_seed
 from cncnn_cli import __version__
 from cncnn_cli.checkpoint import Checkpoint
 from cncnn_cli.device import resolve_device
-from cncnn_cli.engine import amp, state  # noqa: F401  (registers the CPU bf16 wrapper and the safe loader)
+from cncnn_cli.engine import amp, state  # noqa: F401  (registers the bf16 wrapper and the safe loader)
 from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr, plan_batch
 from cncnn_cli.engine.data import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
 from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook
 from cncnn_cli.engine.protocol import build_datasets
 from cncnn_cli.engine.signals import StopRequest
+from cncnn_cli.engine.sync_bn import convert_sync_batchnorm
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.model import build_model
 
@@ -116,6 +117,8 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     model_cfg["data_preprocessor"] = dict(mean=list(cfg.preprocess["mean"]), std=list(cfg.preprocess["std"]),
                                           channels_last=channels_last)
     model = build_model(model_cfg)
+    if cfg.sync_bn:  # resolved by the config: several CUDA processes
+        model = convert_sync_batchnorm(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     cfg.model = model_cfg
@@ -191,9 +194,12 @@ def _final_test(data, loader: dict) -> dict:
 
 
 def _runner_cfg(cfg: Config, device: torch.device) -> Config:
-    """The keys mmengine's Runner reads from its config (SyncBN, the DDP wrapper) in its own terms."""
+    """The keys mmengine's Runner reads from its config (the DDP wrapper) in its own terms.
+
+    SyncBN is converted by cncnn before the Runner sees the model (mmengine's conversion
+    would drop our BatchNorm layers' own rules)."""
     runner_cfg = cfg.copy()
-    runner_cfg.sync_bn = "torch" if cfg.sync_bn else None
+    runner_cfg.sync_bn = None
     if device.type == "cpu":  # DDP rejects device_ids for a CPU model; mmengine passes LOCAL_RANK
         runner_cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
     return runner_cfg

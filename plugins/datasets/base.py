@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.images import ImageReadError, load_rgb
+from cncnn_cli.images import ImageReadError, load_rgb, open_checked
 from cncnn_cli.registry import DATASETS
 
 try:  # torchvision's image codecs are deprecated since 0.29; PIL remains the fallback.
@@ -41,12 +41,15 @@ def decode(path: str, as_tensor: bool) -> Image.Image | torch.Tensor:
     """
     if as_tensor and decode_jpeg is not None and path.lower().endswith(JPEG_SUFFIXES):
         try:
+            open_checked(Path(path)).close()  # the pixel limit, from the header, before decoding
             with open(path, "rb") as file:
                 data = torch.frombuffer(bytearray(file.read()), dtype=torch.uint8)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return decode_jpeg(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        except (OSError, RuntimeError, ValueError):
+        except ImageReadError:
+            raise
+        except Exception:  # noqa: BLE001 - load_rgb decodes it again and names the problem
             pass
     return load_rgb(path)
 
