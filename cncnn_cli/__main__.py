@@ -1,5 +1,5 @@
 """``python -m cncnn_cli`` (used by torchrun: ``torchrun ... -m cncnn_cli train RECIPE``)."""
 
-from cncnn_cli.main import run
+from cncnn_cli.cli.main import run
 
 run()

@@ -8,7 +8,6 @@ through ``--plugin path.py``.
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
 from importlib.metadata import entry_points
@@ -21,13 +20,19 @@ from mmengine.registry import Registry
 from cncnn_cli.errors import CncnnError
 
 SCOPE = "cncnn"
-MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE)
+# ``locations`` (as in mmpretrain's registry.py): the modules that fill each registry, imported on
+# first use. The core's own models register from ``cncnn_cli.models``; the swappable parts are the
+# built-in plugins, which the core reaches only through these names.
+MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE, locations=["cncnn_cli.models", "cncnn_plugins.baseline"])
 # mmengine allows one child per scope under a parent, so the parts get scopes of their own.
-BACKBONES = Registry("backbone", parent=MMENGINE_MODELS, scope=f"{SCOPE}_backbones")
-FUSIONS = Registry("fusion", parent=MMENGINE_MODELS, scope=f"{SCOPE}_fusions")
-ATTENTIONS = Registry("attention", parent=MMENGINE_MODELS, scope=f"{SCOPE}_attentions")
-HEADS = Registry("head", parent=MMENGINE_MODELS, scope=f"{SCOPE}_heads")
-DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE)
+BACKBONES = Registry("backbone", parent=MMENGINE_MODELS, scope=f"{SCOPE}_backbones",
+                     locations=["cncnn_plugins.backbones"])
+FUSIONS = Registry("fusion", parent=MMENGINE_MODELS, scope=f"{SCOPE}_fusions",
+                   locations=["cncnn_plugins.fusions", "cncnn_plugins.official_formulation"])
+ATTENTIONS = Registry("attention", parent=MMENGINE_MODELS, scope=f"{SCOPE}_attentions",
+                      locations=["cncnn_plugins.attentions"])
+HEADS = Registry("head", parent=MMENGINE_MODELS, scope=f"{SCOPE}_heads", locations=["cncnn_plugins.heads"])
+DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE, locations=["cncnn_plugins.datasets"])
 
 #: Registries shown by ``cncnn plugins``, in pipeline order.
 PLUGIN_REGISTRIES: dict[str, Registry] = {
@@ -38,17 +43,6 @@ PLUGIN_REGISTRIES: dict[str, Registry] = {
     "models": MODELS,
     "datasets": DATASETS,
 }
-
-BUILTIN_PLUGIN_MODULES = (
-    "cncnn_plugins.backbones",
-    "cncnn_plugins.fusions",
-    "cncnn_plugins.official_formulation",
-    "cncnn_plugins.attentions",
-    "cncnn_plugins.heads",
-    "cncnn_cli.model",
-    "cncnn_plugins.baseline",
-    "cncnn_plugins.datasets",
-)
 ENTRY_POINT_GROUP = "cncnn.plugins"
 
 _loaded_files: set[Path] = set()
@@ -62,8 +56,8 @@ def load_plugins(files: list[Path] | tuple[Path, ...] = ()) -> None:
     """
     global _builtins_loaded
     if not _builtins_loaded:
-        for name in BUILTIN_PLUGIN_MODULES:
-            importlib.import_module(name)
+        for registry in PLUGIN_REGISTRIES.values():
+            registry.import_from_location()
         for entry in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 entry.load()
@@ -105,8 +99,8 @@ def describe(obj: object) -> str:
 def build_from(registry: Registry, cfg: dict, what: str, **defaults):
     """Build ``cfg`` from ``registry`` with a clear error when its type is unknown.
 
-    The class is looked up in ``registry`` itself and called directly: mmengine's
-    ``Registry.build`` would follow the process-wide default scope, which a Runner sets.
+    The class is looked up in ``registry`` itself and called directly (kept instead of
+    ``Registry.build``, which follows the process-wide default scope a Runner sets).
     """
     params = dict(cfg)
     kind = params.pop("type", None)

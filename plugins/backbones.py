@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.pretrained import load_pretrained_state
+from cncnn_cli.weights.pretrained import load_pretrained_state
 from cncnn_cli.registry import BACKBONES
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cncnn_cli.model import Classifier, CncnnDataPreprocessor
+from cncnn_cli.models.classifier import Classifier, CncnnDataPreprocessor
 from cncnn_cli.registry import BACKBONES, MODELS, build_from
 
 

@@ -259,3 +259,13 @@ def huge_jpeg(path: Path, width: int = 30000, height: int = 30000) -> Path:
     data[frame + 5:frame + 9] = struct.pack(">HH", height, width)
     path.write_bytes(bytes(data))
     return path
+
+
+def photo(path: Path, seed: int) -> Path:
+    """A smooth gradient with a bright disc and some noise: something a plot of it cannot hide."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:72, 0:80]
+    disc = ((x - rng.integers(20, 60)) ** 2 + (y - rng.integers(20, 50)) ** 2 < 150) * 120
+    rgb = np.stack([x * 3, y * 3, 255 - x * 2], -1) + disc[..., None] + rng.integers(0, 30, (72, 80, 3))
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
+    return path

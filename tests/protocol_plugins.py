@@ -66,7 +66,7 @@ class RankOneUnreadableDemo(Demo):
     def load_image(self, index: int, as_tensor: bool):
         import torch.distributed as dist
 
-        from cncnn_cli.images import ImageReadError
+        from cncnn_cli.data.images import ImageReadError
 
         if index in self.unreadable and dist.is_initialized() and dist.get_rank() == 1:
             raise ImageReadError(f"demo/train/{index:05d}: cannot decode image (test)")

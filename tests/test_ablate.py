@@ -7,9 +7,11 @@ import statistics
 import pytest
 
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.main import main
-from cncnn_cli.variants import select_variant, variant_model
-from tests.test_train import DEMO, TINY
+from cncnn_cli.cli.main import main
+from cncnn_cli.models.variants import select_variant, variant_model
+from tests.conftest import DEMO, TINY
+
+pytestmark = pytest.mark.slow
 
 
 def test_flags_name_the_papers_variants():

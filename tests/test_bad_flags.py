@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from cncnn_cli.main import main
-from tests.test_train import DEMO, TINY
+from cncnn_cli.cli.main import main
+from tests.conftest import DEMO, TINY
 
 BAD_FLAGS = {
     "negative lr": ["--lr", "-1"],

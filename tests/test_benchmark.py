@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from cncnn_cli.main import main
+from cncnn_cli.cli.main import main
 
 TINY = ["--image-size", "64", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--backbone", "resnet18"]
 VARIANTS = ["full", "hl+lh", "hl", "baseline", "official-formulation"]

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cncnn_cli.commands.data import app
+from cncnn_cli.cli.data import app
 from cncnn_cli.errors import CncnnError
 from cncnn_plugins.datasets import StanfordCarsDataset, build_dataset
 from tests.dataset_fixtures import (

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cncnn_cli.checkpoint import read_checkpoint
-from cncnn_cli.main import main
-from cncnn_cli.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from cncnn_cli.weights.checkpoint import read_checkpoint
+from cncnn_cli.cli.main import main
+from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from tests.reference import cncnn_logits, random_official_state
 
 IMAGE_SIZE = 64
@@ -65,7 +65,7 @@ def test_predict_json_matches_a_forward_pass_written_from_model_md(tmp_path, off
     dst = tmp_path / "small.safetensors"
     assert main(["convert", "official", str(src), str(dst)]) == 0
     # Shrink the preprocessing so the test stays fast; the weights are what is checked.
-    from cncnn_cli.checkpoint import Checkpoint, save_checkpoint
+    from cncnn_cli.weights.checkpoint import Checkpoint, save_checkpoint
     info, weights = read_checkpoint(dst)
     info.preprocess.update(resize=IMAGE_SIZE + 8, crop=IMAGE_SIZE)
     save_checkpoint(dst, weights, Checkpoint(**info.__dict__))
@@ -148,7 +148,7 @@ def test_bad_checkpoints_get_one_clear_line_and_exit_2(tmp_path, converted, caps
     save_file({"weight": torch.zeros(2)}, str(foreign))
     other = tmp_path / "other.safetensors"
     info, weights = read_checkpoint(converted)
-    from cncnn_cli.checkpoint import Checkpoint, save_checkpoint
+    from cncnn_cli.weights.checkpoint import Checkpoint, save_checkpoint
     info.model["head"]["hidden"] = 32  # metadata that does not fit the weights
     save_checkpoint(other, weights, Checkpoint(**info.__dict__))
     for path, expected in ((truncated, "truncated"), (foreign, "not a cncnn checkpoint"),
@@ -215,7 +215,7 @@ def test_predict_without_any_checkpoint_says_how_to_get_one(tmp_path, monkeypatc
 
 
 def test_python_api(tmp_path, converted):
-    from cncnn_cli.inference import Predictor
+    from cncnn_cli.apis.inference import Predictor
 
     predictor = Predictor.from_checkpoint(converted, device="cpu")
     results = predictor.predict([_image(tmp_path / "a.png"), Image.new("RGB", (50, 50))], topk=3)

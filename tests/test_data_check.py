@@ -9,8 +9,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cncnn_cli.commands.data import app
-from cncnn_cli.data_check import check_dataset
+from cncnn_cli.cli.data import app
+from cncnn_cli.data.check import check_dataset
 from tests.dataset_fixtures import (
     make_aircraft,
     make_cub,
@@ -91,7 +91,7 @@ def test_train_class_without_images_is_a_problem(tmp_path):
 
 
 def test_data_speed_measures_one_workers_throughput(capsys):
-    from cncnn_cli.main import main
+    from cncnn_cli.cli.main import main
 
     assert main(["data", "speed", "--dataset", "demo", "--image-size", "64", "--seconds", "0.5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -99,7 +99,7 @@ def test_data_speed_measures_one_workers_throughput(capsys):
 
 
 def test_synthetic_jpegs_are_a_valid_imagefolder(tmp_path):
-    from cncnn_cli.loader_speed import loader_throughput, write_synthetic_jpegs
+    from cncnn_cli.data.speed import loader_throughput, write_synthetic_jpegs
 
     root = write_synthetic_jpegs(tmp_path, count=4)
     result = loader_throughput({"type": "imagefolder", "data_root": str(root)}, image_size=64, seconds=0.2)

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cncnn_cli.collate import collate
+from cncnn_cli.data.collate import collate
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.images import load_rgb
+from cncnn_cli.data.images import load_rgb
 from cncnn_cli.registry import DATASETS, describe
-from cncnn_cli.transforms import build_transform
+from cncnn_cli.data.transforms import build_transform
 from cncnn_plugins.datasets import Demo, UnreadableImageWarning, build_dataset
-from cncnn_plugins.datasets.base import decode
+from cncnn_cli.data.dataset import decode
 from tests.dataset_fixtures import (
     make_aircraft,
     make_cars,

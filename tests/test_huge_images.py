@@ -7,11 +7,10 @@ import json
 import pytest
 from PIL import Image
 
-from cncnn_cli.images import ImageReadError, open_checked, set_max_pixels
-from cncnn_cli.main import main
+from cncnn_cli.data.images import ImageReadError, open_checked, set_max_pixels
+from cncnn_cli.cli.main import main
 from tests import dataset_fixtures as fixtures
-from tests.test_train import TINY
-from tests.test_visualize import _image, cncnn_checkpoint  # noqa: F401  (a module-scoped fixture)
+from tests.conftest import TINY
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +21,7 @@ def _default_limit():
 
 def test_a_huge_image_is_one_error_entry_and_the_others_are_predicted(tmp_path, cncnn_checkpoint, capsys):
     huge = fixtures.huge_png(tmp_path / "huge.png")
-    ok = _image(tmp_path / "ok.png", seed=0)
+    ok = fixtures.photo(tmp_path / "ok.png", seed=0)
     assert main(["predict", str(huge), str(ok), "--checkpoint", str(cncnn_checkpoint), "--json"]) == 2
     captured = capsys.readouterr()
     results = json.loads(captured.out)
@@ -33,7 +32,7 @@ def test_a_huge_image_is_one_error_entry_and_the_others_are_predicted(tmp_path, 
 
 
 def test_max_pixels_refuses_above_the_limit_and_lifts_pils_guard(tmp_path, cncnn_checkpoint, capsys):
-    ok = _image(tmp_path / "ok.png", seed=0)  # 80×72 = 5,760 pixels
+    ok = fixtures.photo(tmp_path / "ok.png", seed=0)  # 80×72 = 5,760 pixels
     assert main(["predict", str(ok), "--checkpoint", str(cncnn_checkpoint), "--json", "--max-pixels", "5000"]) == 2
     assert "more than max_pixels 5,000" in json.loads(capsys.readouterr().out)[0]["error"]
     assert main(["predict", str(ok), "--checkpoint", str(cncnn_checkpoint), "--json", "--max-pixels", "5760"]) == 0
@@ -51,7 +50,7 @@ def test_max_pixels_refuses_above_the_limit_and_lifts_pils_guard(tmp_path, cncnn
 
 def test_visualize_reports_a_huge_image_and_draws_the_rest(tmp_path, cncnn_checkpoint, capsys):
     huge = fixtures.huge_jpeg(tmp_path / "huge.jpg")
-    ok = _image(tmp_path / "ok.png", seed=1)
+    ok = fixtures.photo(tmp_path / "ok.png", seed=1)
     out = tmp_path / "out"
     assert main(["visualize", str(huge), str(ok), "--checkpoint", str(cncnn_checkpoint), "--out", str(out)]) == 2
     assert [p.name for p in out.iterdir()] == ["ok_cncnn.png"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cncnn_cli.model import build_model
+from cncnn_cli.models.classifier import build_model
 from cncnn_plugins.backbones import ResNetBackbone
 from cncnn_plugins.fusions import ConvLSTM, Laterals
 from tests.conftest import tiny_model_config

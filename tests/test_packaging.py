@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 from cncnn_cli import __version__
-from cncnn_cli.main import main
+from cncnn_cli.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Source folder → the name it is installed under.

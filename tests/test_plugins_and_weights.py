@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.main import main
+from cncnn_cli.cli.main import main
 from cncnn_cli.registry import FUSIONS, load_plugins
 from cncnn_plugins.backbones import ResNetBackbone
 
@@ -78,7 +78,7 @@ def test_pretrained_weights_from_a_file_load_unchanged(tmp_path):
 
 def test_pretrained_weights_from_torchvisions_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    import cncnn_cli.pretrained as pretrained
+    import cncnn_cli.weights.pretrained as pretrained
 
     monkeypatch.setattr(pretrained, "get_dir", lambda: str(tmp_path))
     reference = torchvision.models.resnet18(weights=None)
@@ -90,7 +90,7 @@ def test_pretrained_weights_from_torchvisions_cache(tmp_path, monkeypatch):
 
 
 def test_missing_weights_offline_say_which_file_to_put_where(tmp_path, monkeypatch):
-    import cncnn_cli.pretrained as pretrained
+    import cncnn_cli.weights.pretrained as pretrained
 
     monkeypatch.setattr(pretrained, "get_dir", lambda: str(tmp_path))
     with pytest.raises(CncnnError) as info:
@@ -110,7 +110,7 @@ def test_unknown_weight_names_and_foreign_files_are_clear_errors(tmp_path):
 
 
 def test_recipes_resolve_by_name_and_by_path(capsys):
-    from cncnn_cli.recipes import resolve_recipe
+    from cncnn_cli.config.recipes import resolve_recipe
 
     assert resolve_recipe("aircraft").name == "aircraft.py"
     assert resolve_recipe(str(ROOT / "recipes" / "cub.py")).name == "cub.py"

@@ -10,16 +10,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cncnn_cli.checkpoint import load_model
-from cncnn_cli.config import resolve_config
+from cncnn_cli.weights.checkpoint import load_model
+from cncnn_cli.config.resolve import resolve_config
 from cncnn_cli.engine.batching import plan_batch
 from cncnn_cli.engine.protocol import stratified_holdout
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.evaluation import evaluate_checkpoint
-from cncnn_cli.main import main
+from cncnn_cli.evaluation.evaluate import evaluate_checkpoint
+from cncnn_cli.cli.main import main
 from tests import dataset_fixtures as fixtures
 from tests import protocol_plugins
-from tests.test_train import DEMO, TINY
+from tests.conftest import DEMO, TINY
+
+pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
 
@@ -174,8 +176,8 @@ def test_flip_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path, capsys):
     assert not torch.allclose(plain.logits, flipped.logits)
     assert flipped.without_tta == plain.report
     model, info = load_model(run / "best.safetensors")
-    from cncnn_cli.transforms import build_transform
-    from cncnn_plugins.datasets.base import build_dataset
+    from cncnn_cli.data.transforms import build_transform
+    from cncnn_cli.data.dataset import build_dataset
 
     data = build_dataset("demo", "", "test", build_transform(info.preprocess, False), **{
         k: v for k, v in info.dataset.items() if k not in ("type", "data_root")})

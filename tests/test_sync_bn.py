@@ -10,12 +10,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cncnn_cli.engine.sync_bn import convert_sync_batchnorm
-from cncnn_cli.main import main
-from cncnn_cli.model import build_model
-from cncnn_cli.variants import VARIANTS, variant_model
+from cncnn_cli.cli.main import main
+from cncnn_cli.models.classifier import build_model
+from cncnn_cli.models.variants import VARIANTS, variant_model
 from cncnn_plugins.fusions import ReplicatedSyncBatchNorm2d
 from tests.conftest import tiny_model_config
-from tests.test_train import DEMO, TINY
+from tests.conftest import DEMO, TINY
 
 
 def _train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict, dict]:

@@ -13,17 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cncnn_cli.checkpoint import read_checkpoint
-from cncnn_cli.main import main
+from cncnn_cli.weights.checkpoint import read_checkpoint
+from cncnn_cli.cli.main import main
 from tests import dataset_fixtures as fixtures
+from tests.conftest import DEMO, TINY
+
+pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
-TINY = ["--backbone", "resnet18", "--no-pretrained", "--image-size", "32", "--workers", "0",
-        "--cfg-options", "model.fusion.channels=16", "--cfg-options", "model.head.hidden=16"]
-DEMO = ["--batch-size", "8", "--cfg-options", "dataset.train_per_class=4", "--cfg-options", "dataset.test_per_class=2",
-        "--cfg-options", "dataset.image_size=40", "--cfg-options", "log_interval=1"]
-
-
 def _train(work_dir: Path, *extra: str, recipe: str = "demo") -> int:
     return main(["train", recipe, "--work-dir", str(work_dir), *TINY, *extra])
 
@@ -42,7 +39,7 @@ def test_config_errors_name_the_key_and_the_closest_valid_one(tmp_path, capsys):
 
 
 def test_recipes_hold_the_papers_values():
-    from cncnn_cli.config import resolve_config
+    from cncnn_cli.config.resolve import resolve_config
 
     for name, resize, hidden in (("cub", 600, 512), ("cars", 448, 256), ("aircraft", 512, 256)):
         cfg = resolve_config(name)
@@ -258,7 +255,7 @@ def test_curves_from_a_real_short_run(tmp_path):
 def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
     import errno
 
-    import cncnn_cli.checkpoint as checkpoint
+    import cncnn_cli.weights.checkpoint as checkpoint
     from cncnn_cli.errors import CncnnError
 
     info, weights = read_checkpoint(_converted_demo_checkpoint(tmp_path))
@@ -279,8 +276,8 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
 
 
 def _converted_demo_checkpoint(tmp_path: Path) -> Path:
-    from cncnn_cli.checkpoint import Checkpoint, save_checkpoint
-    from cncnn_cli.model import build_model
+    from cncnn_cli.weights.checkpoint import Checkpoint, save_checkpoint
+    from cncnn_cli.models.classifier import build_model
     from tests.conftest import tiny_model_config
 
     model = build_model(tiny_model_config())

@@ -7,40 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from cncnn_cli.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
-from cncnn_cli.main import main
-from cncnn_cli.model import build_model
-from cncnn_cli.plotting import confusion_figure, save_figure
-from tests.reference import random_official_state
+from cncnn_cli.weights.checkpoint import Checkpoint, save_checkpoint
+from cncnn_cli.cli.main import main
+from cncnn_cli.models.classifier import build_model
+from cncnn_cli.visualization.plotting import confusion_figure, save_figure
+from tests import dataset_fixtures as fixtures
 
 IMAGE_SIZE = 64
 PREPROCESS = dict(resize=IMAGE_SIZE + 8, crop=IMAGE_SIZE)
-
-
-@pytest.fixture(scope="module")
-def cncnn_checkpoint(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("ckpt")
-    src = folder / "official.pth"
-    torch.save(random_official_state("resnet18", channels=32, hidden=16, num_classes=5), src)
-    dst = folder / "cncnn.safetensors"
-    assert main(["convert", "official", str(src), str(dst)]) == 0
-    info, weights = read_checkpoint(dst)
-    info.preprocess.update(PREPROCESS)  # small inputs keep the test fast; the pictures are what is checked
-    save_checkpoint(dst, weights, Checkpoint(**info.__dict__))
-    return dst
-
-
-def _image(path: Path, seed: int) -> Path:
-    """A smooth gradient with a bright disc and some noise: something a plot of it cannot hide."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:72, 0:80]
-    disc = ((x - rng.integers(20, 60)) ** 2 + (y - rng.integers(20, 50)) ** 2 < 150) * 120
-    rgb = np.stack([x * 3, y * 3, 255 - x * 2], -1) + disc[..., None] + rng.integers(0, 30, (72, 80, 3))
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
-    return path
 
 
 def _assert_real_picture(path: Path, min_width: int = 800) -> None:
@@ -56,8 +32,8 @@ def test_one_picture_per_image_in_one_call_with_a_folder_input(tmp_path, cncnn_c
     folder = tmp_path / "photos" / "nested"
     folder.mkdir(parents=True)
     for i in range(2):
-        _image(folder / f"bird{i}.png", seed=i)
-    loose = _image(tmp_path / "loose.jpg", seed=7)
+        fixtures.photo(folder / f"bird{i}.png", seed=i)
+    loose = fixtures.photo(tmp_path / "loose.jpg", seed=7)
     out = tmp_path / "figures"
     assert main(["visualize", str(tmp_path / "photos"), str(loose), "--checkpoint", str(cncnn_checkpoint),
                  "--out", str(out), "--batch-size", "2", "--device", "cpu"]) == 0
@@ -70,7 +46,7 @@ def test_one_picture_per_image_in_one_call_with_a_folder_input(tmp_path, cncnn_c
 
 
 def test_unreadable_images_are_reported_and_skipped(tmp_path, cncnn_checkpoint, capsys):
-    good = _image(tmp_path / "good.png", seed=1)
+    good = fixtures.photo(tmp_path / "good.png", seed=1)
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "out"
@@ -92,7 +68,7 @@ def test_a_model_without_attention_maps_gets_a_clear_message(tmp_path, capsys):
     checkpoint = save_checkpoint(tmp_path / "baseline.safetensors", model.state_dict(), Checkpoint(
         model=dict(type="baseline", num_classes=5, backbone=dict(type="resnet18", pretrained=None)),
         classes=[f"c{i}" for i in range(5)], preprocess=PREPROCESS))
-    image = _image(tmp_path / "x.png", seed=0)
+    image = fixtures.photo(tmp_path / "x.png", seed=0)
     assert main(["visualize", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "model (baseline) has no attention maps to show" in err

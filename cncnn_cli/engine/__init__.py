@@ -1,1 +1,1 @@
-"""Training glue around mmengine's Runner: data, hooks, safe resume, AMP on CPU, DDP."""
+"""Training: one run in a work dir on mmengine's Runner — hooks, safe resume, seeded sampling, AMP, DDP, SyncBN, the work-dir lock."""

@@ -24,8 +24,8 @@ from mmengine.registry import HOOKS
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cncnn_cli.atomic import atomic_write
-from cncnn_cli.checkpoint import Checkpoint, load_weights, read_checkpoint, save_checkpoint
+from cncnn_cli.utils.atomic import atomic_write
+from cncnn_cli.weights.checkpoint import Checkpoint, load_weights, read_checkpoint, save_checkpoint
 from cncnn_cli.engine.signals import StopRequest, TrainingInterrupted
 from cncnn_cli.engine.state import plain_message_hub, restore_rng_state, rng_state
 from cncnn_cli.errors import CncnnError

@@ -17,9 +17,9 @@ from mmengine.config import Config
 from torch.utils.data import Dataset, Subset
 
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.images import set_max_pixels
-from cncnn_cli.transforms import build_transform
-from cncnn_plugins.datasets.base import build_dataset, dataset_class
+from cncnn_cli.data.images import set_max_pixels
+from cncnn_cli.data.transforms import build_transform
+from cncnn_cli.data.dataset import build_dataset, dataset_class
 
 
 @dataclass

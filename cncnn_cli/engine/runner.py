@@ -17,20 +17,20 @@ from mmengine.logging import MMLogger
 from mmengine.runner import Runner, set_random_seed
 
 from cncnn_cli import __version__
-from cncnn_cli.checkpoint import Checkpoint
-from cncnn_cli.device import resolve_device
+from cncnn_cli.weights.checkpoint import Checkpoint
+from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.engine import amp, state  # noqa: F401  (registers the bf16 wrapper and the safe loader)
 from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr, plan_batch
-from cncnn_cli.engine.data import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
+from cncnn_cli.engine.sampling import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
 from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook
 from cncnn_cli.engine.protocol import build_datasets
 from cncnn_cli.engine.signals import StopRequest
 from cncnn_cli.engine.sync_bn import convert_sync_batchnorm
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.model import build_model
+from cncnn_cli.models.classifier import build_model
 
-import cncnn_cli.collate  # noqa: F401,E402  (registers the collate function)
-import cncnn_cli.metrics  # noqa: F401,E402  (registers the accuracy metric)
+import cncnn_cli.data.collate  # noqa: F401,E402  (registers the collate function)
+import cncnn_cli.evaluation.metrics  # noqa: F401,E402  (registers the accuracy metric)
 
 
 def default_work_dir(recipe: str | Path) -> Path:

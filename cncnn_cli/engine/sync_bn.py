@@ -13,7 +13,7 @@ from mmengine.config import Config
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cncnn_cli.device import resolve_device
+from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.engine.batching import process_count
 from cncnn_cli.errors import CncnnError
 

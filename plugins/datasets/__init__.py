@@ -1,6 +1,9 @@
-"""Built-in datasets; importing this package registers them in ``cncnn_cli.registry.DATASETS``."""
+"""Built-in dataset readers; importing this package registers them in ``cncnn_cli.registry.DATASETS``.
+
+Their base class and ``build_dataset`` are core API (``cncnn_cli.data.dataset``), re-exported here.
+"""
 from .aircraft import Aircraft
-from .base import FineGrainedDataset, UnreadableImageWarning, build_dataset
+from cncnn_cli.data.dataset import FineGrainedDataset, UnreadableImageWarning, build_dataset
 from .cars import StanfordCarsDataset
 from .cub import CUB
 from .demo import Demo

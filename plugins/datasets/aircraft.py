@@ -10,7 +10,7 @@ from torchvision.datasets import FGVCAircraft
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
 
-from .base import FineGrainedDataset, check_split, dataset_dir, require
+from cncnn_cli.data.dataset import FineGrainedDataset, check_split, dataset_dir, require
 
 FOLDER = "fgvc-aircraft-2013b"
 LAYOUT = "fgvc-aircraft-2013b/data/{images/, variants.txt, images_variant_{train,val,trainval,test}.txt}"

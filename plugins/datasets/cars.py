@@ -19,7 +19,7 @@ import scipy.io
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
 
-from .base import FineGrainedDataset, check_split, require
+from cncnn_cli.data.dataset import FineGrainedDataset, check_split, require
 
 FOLDER = "stanford_cars"
 #: Where copies keep cars_meta.mat and cars_train_annos.mat: torchvision's place, then Kaggle's.

@@ -6,7 +6,7 @@ from typing import Callable, ClassVar
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
 
-from .base import FineGrainedDataset, check_split, dataset_dir, read_pairs, require
+from cncnn_cli.data.dataset import FineGrainedDataset, check_split, dataset_dir, read_pairs, require
 
 FOLDER = "CUB_200_2011"
 LAYOUT = (

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
 
-from .base import FineGrainedDataset, check_split
+from cncnn_cli.data.dataset import FineGrainedDataset, check_split
 
 SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
 PARTS = ("crown", "wing", "tail", "belly", "throat")

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.images import find_images
+from cncnn_cli.data.images import find_images
 from cncnn_cli.registry import DATASETS
 
-from .base import FineGrainedDataset, require
+from cncnn_cli.data.dataset import FineGrainedDataset, require
 
 LAYOUT = "ROOT/{train,test}/<class>/<image>"
 TRAIN = "train"

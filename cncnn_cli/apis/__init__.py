@@ -1,0 +1,1 @@
+"""Entry points for applications and the Python API: inference (`Predictor`), ablation, benchmark."""

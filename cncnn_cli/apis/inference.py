@@ -1,0 +1,97 @@
+"""The public Python API for inference: a classifier loaded from one checkpoint.
+
+    from cncnn_cli.apis.inference import Predictor
+    predictor = Predictor.from_checkpoint("work_dirs/cub/best.safetensors")
+    for result in predictor.predict(["bird.jpg"], topk=5):
+        print(result.image, result.predictions[0])
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from cncnn_cli.weights.checkpoint import Checkpoint, load_model
+from cncnn_cli.utils.device import resolve_device
+from cncnn_cli.errors import CncnnError
+from cncnn_cli.data.images import load_rgb
+from cncnn_cli.data.transforms import build_transform
+
+
+@dataclass
+class Prediction:
+    """One image's result: top-k ``{"label", "index", "score"}`` dicts, or an error message."""
+
+    image: str
+    predictions: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, "predictions": self.predictions}
+
+
+class Predictor:
+    """A trained or converted CN-CNN with its own preprocessing and class names."""
+
+    def __init__(self, model: torch.nn.Module, info: Checkpoint, device: str | torch.device = "auto") -> None:
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.info = info
+        self.classes = info.classes
+        self.transform = build_transform(info.preprocess, train=False)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Predictor":
+        model, info = load_model(path)
+        return cls(model, info, device)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """A PIL RGB image → the uint8 3×H×W tensor the model's preprocessor expects."""
+        return self.transform(image)
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> dict:
+        """uint8 B×3×H×W → the model's outputs (``logits``, ``heads``, and maps when it has them)."""
+        data = self.model.data_preprocessor({"inputs": batch}, False)
+        return self.model(data["inputs"], mode="tensor")
+
+    def predict(self, images: Iterable[str | Path | Image.Image], topk: int = 5,
+                batch_size: int = 16) -> list[Prediction]:
+        """Top-k softmax scores of the ensemble logits; an unreadable file gets an error entry."""
+        return list(self.iter_predict(images, topk, batch_size))
+
+    def iter_predict(self, images: Iterable[str | Path | Image.Image], topk: int = 5,
+                     batch_size: int = 16) -> Iterator[Prediction]:
+        if batch_size < 1:
+            raise CncnnError("--batch-size must be at least 1")
+        k = max(1, min(topk, len(self.classes)))
+        for chunk in _chunks(list(images), batch_size):
+            results, tensors, slots = [], [], []
+            for item in chunk:
+                name = "<image>" if isinstance(item, Image.Image) else str(item)
+                try:
+                    image = item if isinstance(item, Image.Image) else load_rgb(item)
+                    tensors.append(self.preprocess(image))
+                    slots.append(len(results))
+                    results.append(Prediction(image=name))
+                except CncnnError as exc:
+                    results.append(Prediction(image=name, error=str(exc)))
+            if tensors:
+                logits = self.forward(torch.stack(tensors))["logits"]
+                probs = torch.softmax(logits.float(), dim=1).cpu()
+                scores, indices = probs.topk(k, dim=1)
+                for slot, row_scores, row_indices in zip(slots, scores.tolist(), indices.tolist()):
+                    results[slot].predictions = [
+                        {"label": self.classes[i], "index": i, "score": s} for s, i in zip(row_scores, row_indices)
+                    ]
+            yield from results
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,164 @@
+"""``cncnn data``: inspect a dataset before training on it."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from cncnn_cli.config.recipes import dataset_from_recipe
+from cncnn_cli.data.check import DataReport, check_dataset
+from cncnn_cli.cli.common import MaxPixelsOption, PluginOption, setup
+from cncnn_cli.errors import CncnnError
+
+app = typer.Typer(no_args_is_help=True)
+
+#: Above this many classes the per-class table is summarized.
+MAX_CLASS_ROWS = 30
+#: Unannotated files shown in the text report; --json lists them all.
+MAX_UNLISTED_ROWS = 20
+
+
+@app.callback()
+def data() -> None:
+    """Inspect datasets before training: cncnn data check --dataset cub --data-root DIR."""
+
+
+@app.command()
+def check(
+    recipe: Optional[str] = typer.Argument(None, help="Recipe (file or bundled name) whose dataset to check."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset: cub, cars, aircraft, ..."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder or its parent."),
+    split: Optional[str] = typer.Option(None, "--split", help="One split only (default: all of them)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    max_pixels: MaxPixelsOption = None,
+    plugin: PluginOption = None,
+) -> None:
+    """Decode every image; report counts per split and class, sizes, modes, unreadable and missing files.
+
+    Also lists image files no annotation mentions and differences from the published
+    counts; these are notes and leave the exit code alone.
+
+    Exit code 0: clean; 1: problems found (listed); 2: the layout is unusable.
+
+    Example: cncnn data check --dataset cub --data-root ~/data/CUB_200_2011
+
+    Example: cncnn data check aircraft --data-root ~/data
+    """
+    stderr = Console(stderr=True)
+    try:
+        setup(plugin, max_pixels)
+        name, root, options = _resolve(recipe, dataset, data_root)
+        with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
+            report = check_dataset(name, root, split, options, progress=progress)
+    except CncnnError as exc:
+        stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report, Console())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _resolve(recipe: str | None, dataset: str | None, data_root: str | None) -> tuple[str, str | None, dict]:
+    """Dataset name, root and options from the recipe, overridden by the flags."""
+    if recipe is None and dataset is None:
+        raise CncnnError("give a RECIPE or --dataset NAME (e.g. cncnn data check --dataset demo)")
+    options = dataset_from_recipe(recipe) if recipe is not None else {}
+    recipe_name = options.pop("type", None)
+    recipe_root = options.pop("data_root", None)
+    options.pop("split", None)
+    if dataset is not None and dataset != recipe_name:
+        options, recipe_root = {}, None  # the recipe's settings belong to another dataset
+    return dataset or recipe_name, data_root if data_root is not None else recipe_root, options
+
+
+def _span(stats: dict[str, int]) -> str:
+    return " / ".join(str(stats[key]) for key in ("min", "median", "max")) if stats else "-"
+
+
+def _print_report(report: DataReport, console: Console) -> None:
+    console.print(f"[bold]{report.dataset}[/] at {report.data_root or '(generated)'}: {len(report.classes)} classes")
+    summary = Table("split", "images", "width min/med/max", "height min/med/max", "modes")
+    for split in report.splits:
+        sizes = [_span(split.width), _span(split.height)]
+        modes = ", ".join(f"{mode} {count}" for mode, count in split.modes.items())
+        summary.add_row(split.split, str(split.num_images), *sizes, modes)
+    console.print(summary)
+    if len(report.classes) <= MAX_CLASS_ROWS:
+        per_class = Table("class", *(split.split for split in report.splits))
+        for name in report.classes:
+            per_class.add_row(name, *(str(split.per_class[name]) for split in report.splits))
+    else:
+        per_class = Table("split", "images per class: min", "median", "max")
+        for split in report.splits:
+            counts = split.per_class
+            fewest = min(counts, key=counts.get)
+            most = max(counts, key=counts.get)
+            median = statistics.median_low(counts.values())
+            per_class.add_row(split.split, f"{counts[fewest]} ({fewest})", str(median), f"{counts[most]} ({most})")
+    console.print(per_class)
+    if report.ok:
+        console.print("[green]OK[/]: every image decodes; no problems found.")
+    else:
+        console.print(f"[red]{len(report.problems)} problem(s):[/]")
+        for problem in report.problems:
+            console.print(f"  - {problem}", markup=False, highlight=False, soft_wrap=True)
+    _print_notes(report, console)
+
+
+def _print_notes(report: DataReport, console: Console) -> None:
+    """Differences from the published counts and unannotated files: worth knowing, not problems."""
+    if report.differences:
+        console.print(f"[yellow]{len(report.differences)} difference(s) from the published dataset[/] "
+                      "(results may not compare with published ones):", soft_wrap=True)
+        for line in report.differences:
+            console.print(f"  - {line}", markup=False, highlight=False, soft_wrap=True)
+    if report.unlisted:
+        console.print(f"[yellow]{len(report.unlisted)} image file(s) that no annotation mentions[/] (not used):",
+                      soft_wrap=True)
+        for path in report.unlisted[:MAX_UNLISTED_ROWS]:
+            console.print(f"  - {path}", markup=False, highlight=False, soft_wrap=True)
+        if len(report.unlisted) > MAX_UNLISTED_ROWS:
+            console.print(f"  ... and {len(report.unlisted) - MAX_UNLISTED_ROWS} more (--json lists them all)")
+
+
+@app.command()
+def speed(
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset (default: synthetic JPEGs)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder or its parent."),
+    image_size: int = typer.Option(448, "--image-size", help="Crop size; the resize is crop x 512/448."),
+    seconds: float = typer.Option(5.0, "--seconds", help="How long to measure."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    plugin: PluginOption = None,
+) -> None:
+    """Decode + augment images/s of one loader worker, to choose --workers.
+
+    Workers needed so the loader never starves the model ~ training images/s / this figure.
+
+    Example: cncnn data speed --dataset cub --data-root ~/data --json
+    """
+    import tempfile
+
+    from cncnn_cli.data.speed import loader_throughput, write_synthetic_jpegs
+
+    setup(plugin)
+    with tempfile.TemporaryDirectory() as tmp:
+        if dataset is None:
+            cfg = {"type": "imagefolder", "data_root": str(write_synthetic_jpegs(Path(tmp)))}
+        else:
+            cfg = {"type": dataset, "data_root": data_root}
+        result = loader_throughput(cfg, image_size=image_size, seconds=seconds)
+    if dataset is None:
+        result["dataset"] = "synthetic 500x375 JPEGs"
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        Console().print(f"{result['dataset']}: {result['images_per_s_per_worker']} images/s per worker "
+                        f"(decode + resize {result['resize']} + random crop {result['crop']} + flip, one thread)")

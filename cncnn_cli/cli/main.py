@@ -1,0 +1,93 @@
+"""The ``cncnn`` command line: one Typer app, one module per command (group).
+
+``main()`` turns every :class:`CncnnError` into one line on stderr and its exit code
+(2 bad input, 1 run failed) and Ctrl-C into exit 130 — never a traceback for people.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from cncnn_cli.cli import ablate, benchmark, catalog, convert, data, evaluate, predict, train, visualize
+from cncnn_cli.cli.common import err_console, remember_invocation
+from cncnn_cli.errors import CncnnError
+
+app = typer.Typer(
+    name="cncnn",
+    help="CN-CNN fine-grained image classification: train, eval, predict, visualize, ablate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from cncnn_cli import __version__
+
+        print(f"cncnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the cncnn version and exit."),
+) -> None:
+    """CN-CNN fine-grained image classification: train, eval, predict, visualize, ablate."""
+
+
+app.command()(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command()(ablate.ablate)
+app.command()(predict.predict)
+app.command()(benchmark.benchmark)
+app.command()(visualize.visualize)
+app.add_typer(convert.app, name="convert")
+app.add_typer(data.app, name="data", help="Inspect datasets: counts, image modes, unreadable files.")
+app.command()(catalog.plugins)
+app.command()(catalog.recipes)
+app.command()(catalog.info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (tests call this; the console script exits with it)."""
+    argv = normalize_resume(list(sys.argv[1:] if argv is None else argv))
+    remember_invocation(argv)
+    try:
+        app(args=argv, prog_name="cncnn")  # standalone mode: usage errors print and exit 2
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except CncnnError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    finally:
+        end_distributed()
+    return 0
+
+
+def end_distributed() -> None:
+    """Destroy the process group a DDP run joined, so that every rank exits cleanly (a group left
+    to interpreter shutdown can abort a rank after its work is done)."""
+    dist = sys.modules.get("torch.distributed")  # only loaded by commands that use torch
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def normalize_resume(argv: list[str]) -> list[str]:
+    """``--resume`` may stand alone (the work dir's state) or take a path: give it ``auto`` when alone."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--resume":
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if following is None or following.startswith("-") or not Path(following).exists():
+                out.append("auto")
+    return out
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

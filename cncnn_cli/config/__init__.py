@@ -1,0 +1,1 @@
+"""Recipes and configs: bundled recipes by name or path, flags and `--cfg-options` merged, validated (pydantic), derived."""

@@ -1,0 +1,355 @@
+"""One resolved, validated training config: recipe, then CLI flags, then ``--cfg-options``.
+
+Validation (pydantic for the recipe's own keys, constructor signatures for plugin
+options) runs before anything heavy starts; every problem is named with its dotted key,
+what was expected and, for a typo, the closest valid key.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import mmengine.optim  # noqa: F401  (fills the optimizer and scheduler registries below)
+from mmengine.config import Config
+from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cncnn_cli.engine.batching import plan_batch
+from cncnn_cli.engine.sync_bn import sync_bn_applies
+from cncnn_cli.errors import CncnnError
+from cncnn_cli.config.recipes import load_recipe
+from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins
+
+Size = Union[int, tuple[int, int]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Preprocess(_Strict):
+    """resize → (random | center) crop; mean/std on the 0–255 scale. An int is a square size."""
+
+    resize: Size
+    crop: Size
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @field_validator("crop")
+    @classmethod
+    def _multiple_of_32(cls, crop: Size) -> Size:
+        sides = (crop, crop) if isinstance(crop, int) else crop
+        if any(side <= 0 or side % 32 for side in sides):
+            raise ValueError("crop sides must be positive multiples of 32 (the backbone's stride), e.g. 448")
+        return crop
+
+    @model_validator(mode="after")
+    def _resize_covers_crop(self) -> "Preprocess":
+        resize = (self.resize, self.resize) if isinstance(self.resize, int) else self.resize
+        crop = (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
+        if resize[0] < crop[0] or resize[1] < crop[1]:
+            raise ValueError(f"resize {self.resize} is smaller than crop {self.crop}")
+        return self
+
+
+class TrainLoop(_Strict):
+    by_epoch: Literal[True] = True
+    max_epochs: int = Field(gt=0)
+    val_interval: int = Field(default=1, gt=0)
+
+
+class AutoScaleLr(_Strict):
+    """Linear learning-rate scaling (mmengine's): lr × effective batch / ``base_batch_size``.
+
+    ``base_batch_size`` is the total batch the recipe's learning rates were set for; the
+    effective batch is per-device batch × processes × accumulation steps.
+    """
+
+    enable: bool = True
+    base_batch_size: int = Field(default=16, gt=0)
+
+
+class Optimizer(BaseModel):
+    """The values of ``optim_wrapper.optimizer`` that can be impossible; its keys are checked against
+    the optimizer's constructor (:func:`validate_optimization`)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    lr: float = Field(gt=0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+
+
+class Multipliers(_Strict):
+    """Per-parameter-group factors of ``paramwise_cfg.custom_keys`` (mmengine's)."""
+
+    lr_mult: float = Field(default=1.0, ge=0.0)
+    decay_mult: float = Field(default=1.0, ge=0.0)
+
+
+class Paramwise(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    custom_keys: dict[str, Multipliers] = {}
+
+
+class OptimWrapperConfig(_Strict):
+    """``optim_wrapper``: mmengine's optimizer wrapper and the optimizer inside it."""
+
+    type: str = "OptimWrapper"
+    optimizer: Optimizer
+    paramwise_cfg: Paramwise = Paramwise()
+    clip_grad: Optional[dict] = None
+    accumulative_counts: int = Field(default=1, gt=0)
+
+    @field_validator("type")
+    @classmethod
+    def _plain_wrapper(cls, kind: str) -> str:
+        if kind != "OptimWrapper":
+            raise ValueError("only 'OptimWrapper': mixed precision is --amp (amp=True), which picks the wrapper "
+                             "for the device")
+        return kind
+
+
+class Recipe(_Strict):
+    """Every key a recipe may hold (besides mmengine's ``_base_``)."""
+
+    model: dict
+    dataset: dict
+    preprocess: Preprocess
+    optim_wrapper: OptimWrapperConfig
+    param_scheduler: list[dict] = []
+    train_cfg: TrainLoop
+    batch_size: int = Field(gt=0)
+    workers: int = Field(default=2, ge=0)
+    seed: int = 0
+    amp: bool = False
+    device: str = "auto"
+    launcher: Literal["none", "pytorch"] = "none"
+    sync_bn: bool = False
+    log_interval: int = Field(default=10, gt=0)
+    work_dir: Optional[str] = None
+    custom_hooks: list[dict] = []
+    auto_scale_lr: AutoScaleLr = AutoScaleLr()
+    accumulate: int = Field(default=1, gt=0)
+    effective_batch: Optional[int] = Field(default=None, gt=0)
+    val_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    val_split: Optional[Literal["val"]] = None
+    #: Largest image (pixels) the datasets decode; None keeps PIL's decompression-bomb guard.
+    max_pixels: Optional[int] = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way_each(self) -> "Recipe":
+        if self.val_fraction and self.val_split:
+            raise ValueError("give either val_fraction (--val-fraction) or val_split (--val-split), not both")
+        if self.accumulate > 1 and self.effective_batch:
+            raise ValueError("give either accumulate (--accumulate) or effective_batch (--effective-batch), "
+                             "not both")
+        return self
+
+
+def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs; values are Python literals when they parse, else strings."""
+    parsed: dict[str, Any] = {}
+    for option in options or []:
+        key, sep, raw = option.partition("=")
+        if not sep or not key:
+            raise CncnnError(f"--cfg-options {option!r}: expected key=value, e.g. train_cfg.max_epochs=10")
+        lowered = raw.strip().lower()
+        if lowered in ("true", "false", "none", "null"):
+            parsed[key] = {"true": True, "false": False}.get(lowered)
+            continue
+        try:
+            parsed[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            parsed[key] = raw
+    return parsed
+
+
+def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
+    """Apply the ``cncnn train`` flags (None = not given) to the recipe config, in place."""
+    if flags.get("dataset") and flags["dataset"] != cfg.dataset.get("type"):
+        cfg.dataset = {"type": flags["dataset"], "data_root": cfg.dataset.get("data_root")}
+    simple = {
+        "data_root": ("dataset", "data_root"), "epochs": ("train_cfg", "max_epochs"),
+        "lr": ("optim_wrapper", "optimizer", "lr"), "backbone": ("model", "backbone", "type"),
+    }
+    for flag, path in simple.items():
+        if flags.get(flag) is not None:
+            _set(cfg, path, flags[flag])
+    for flag in ("batch_size", "workers", "seed", "device", "launcher", "work_dir"):
+        if flags.get(flag) is not None:
+            cfg[flag] = flags[flag]
+    _apply_exclusive(cfg, flags, "val_fraction", "val_split", off=(0.0, None))
+    _apply_exclusive(cfg, flags, "accumulate", "effective_batch", off=(1, None))
+    if flags.get("no_scale_lr"):
+        cfg.auto_scale_lr = dict(cfg.get("auto_scale_lr", {}), enable=False)
+    for switch in ("amp", "sync_bn"):
+        if flags.get(switch):
+            cfg[switch] = True
+    if flags.get("image_size") is not None:
+        crop = cfg.preprocess["crop"]
+        crop_side = crop if isinstance(crop, int) else crop[0]
+        resize = cfg.preprocess["resize"]
+        scale = flags["image_size"] / crop_side
+        cfg.preprocess["resize"] = (round(resize * scale) if isinstance(resize, int)
+                                    else [round(side * scale) for side in resize])
+        cfg.preprocess["crop"] = flags["image_size"]
+    if "pretrained" in flags and flags["pretrained"] != "recipe" and isinstance(cfg.model.get("backbone"), dict):
+        cfg.model["backbone"]["pretrained"] = flags["pretrained"]
+
+
+def _apply_exclusive(cfg: Config, flags: dict[str, Any], first: str, second: str, off: tuple) -> None:
+    """Two flags that choose one thing two ways: the one given replaces the recipe's either way."""
+    given = [name for name in (first, second) if flags.get(name) is not None]
+    if len(given) == 2:
+        raise CncnnError(f"give either --{first.replace('_', '-')} or --{second.replace('_', '-')}, not both")
+    if given:
+        cfg[first], cfg[second] = off
+        cfg[given[0]] = flags[given[0]]
+
+
+def _set(cfg: Config, path: tuple[str, ...], value: Any) -> None:
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def resolve_config(recipe: str | Path, flags: dict[str, Any] | None = None,
+                   cfg_options: list[str] | None = None) -> Config:
+    """Load, override, validate and derive; returns the config every later step uses."""
+    load_plugins()
+    cfg = load_recipe(recipe)
+    apply_flags(cfg, flags or {})
+    options = parse_cfg_options(cfg_options)
+    if options:
+        try:
+            cfg.merge_from_dict(options)
+        except Exception as exc:
+            raise CncnnError(f"--cfg-options: {exc}") from None
+    validate(cfg)
+    derive(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    data = {k: v for k, v in cfg.to_dict().items() if k != "_base_"}
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise CncnnError(_explain(exc, cfg.filename)) from None
+    for name in Recipe.model_fields:  # fill in the defaults of optional keys
+        if name not in cfg:
+            cfg[name] = getattr(recipe, name)
+    # sections a recipe may give in part (e.g. only base_batch_size, only max_epochs) get their defaults
+    cfg.auto_scale_lr = recipe.auto_scale_lr.model_dump()
+    cfg.train_cfg = recipe.train_cfg.model_dump()
+    validate_model(cfg.model)
+    _check_part(DATASETS, cfg.dataset, "dataset", auto=("split", "transform"))
+    _check_part(OPTIMIZERS, cfg.optim_wrapper["optimizer"], "optim_wrapper.optimizer", auto=("params",))
+
+
+def validate_schedulers(cfg: Config) -> None:
+    """Each ``param_scheduler`` entry names a known scheduler with options it takes (after
+    :func:`derive` filled in the epoch range)."""
+    for index, scheduler in enumerate(cfg.param_scheduler):
+        options = {k: v for k, v in scheduler.items() if k != "convert_to_iter_based"}
+        _check_part(PARAM_SCHEDULERS, options, f"param_scheduler.{index}", auto=("optimizer", "param_name"))
+
+
+def validate_model(model: dict, prefix: str = "model") -> None:
+    """Check a model config's types and options against the registered constructors."""
+    auto = ("data_preprocessor",)
+    _check_part(MODELS, model, prefix, auto=auto, nested=("backbone", "fusion", "attention", "head"))
+    for key, registry, provided in (
+        ("backbone", BACKBONES, ()), ("fusion", FUSIONS, ("in_channels",)),
+        ("attention", ATTENTIONS, ("channels",)), ("head", HEADS, ("channels", "num_classes")),
+    ):
+        if key in model:
+            if not isinstance(model[key], dict):
+                raise CncnnError(f"{prefix}.{key}: expected a dict with a 'type', got {model[key]!r}")
+            _check_part(registry, model[key], f"{prefix}.{key}", auto=provided)
+
+
+def _check_part(registry, part: dict, where: str, auto: tuple[str, ...] = (), nested: tuple[str, ...] = ()) -> None:
+    kind = part.get("type")
+    target = registry.get(kind) if isinstance(kind, str) else None
+    if target is None:
+        names = sorted(registry.module_dict)
+        close = difflib.get_close_matches(str(kind), names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise CncnnError(f"{where}.type: unknown {registry.name} '{kind}'.{hint} Available: {', '.join(names)}")
+    params = _constructor_parameters(target)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [name for name in params if name not in auto] + list(nested)
+    for key in part:
+        if key == "type" or key in valid:
+            continue
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise CncnnError(f"{where}.{key}: not an option of {registry.name} '{kind}'.{hint} "
+                         f"Valid: {', '.join(valid) or 'none'}")
+    missing = [name for name, p in params.items()
+               if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD and name not in auto
+               and name not in part and name != "self"]
+    if missing:
+        raise CncnnError(f"{where}: {registry.name} '{kind}' needs {', '.join(missing)}")
+
+
+def _constructor_parameters(target) -> dict[str, inspect.Parameter]:
+    """The parameters ``target(...)`` takes; for classes whose ``__init__`` is wrapped as
+    ``(*args, **kwargs)`` (mmengine's learning-rate schedulers), those of the first class in
+    its MRO that spells them out."""
+    if inspect.isclass(target):
+        for cls in target.__mro__:
+            init = cls.__dict__.get("__init__")
+            if init is None:
+                continue
+            params = dict(inspect.signature(init).parameters)
+            if not any(p.kind is p.VAR_POSITIONAL for p in params.values()):
+                params.pop("self", None)
+                return params
+    return dict(inspect.signature(target).parameters)
+
+
+def _explain(exc: ValidationError, filename: str | None) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"])
+    source = f" (recipe {filename})" if filename else ""
+    if error["type"] == "extra_forbidden":
+        parent = _fields_at(error["loc"][:-1])
+        close = difflib.get_close_matches(str(error["loc"][-1]), parent, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"{location}: unknown key{source}.{hint} Valid keys here: {', '.join(parent)}"
+    if error["type"] == "missing":
+        return f"{location}: required key missing{source}"
+    got = error.get("input")
+    return f"{location}: {error['msg']}{source} (got {got!r})"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def derive(cfg: Config) -> None:
+    """Values that follow from others, computed after every override (MMENGINE-NOTES.md)."""
+    plan_batch(cfg)  # an --effective-batch that the batch and processes cannot make fails here, early
+    cfg.sync_bn = sync_bn_applies(cfg)
+    epochs = cfg.train_cfg["max_epochs"]
+    for scheduler in cfg.param_scheduler:
+        if scheduler.get("by_epoch", True):
+            scheduler.setdefault("begin", 0)
+            scheduler.setdefault("end", epochs)
+            if scheduler.get("type") in ("CosineAnnealingLR", "CosineAnnealingParamScheduler"):
+                scheduler.setdefault("T_max", scheduler["end"] - scheduler["begin"])
+    validate_schedulers(cfg)

@@ -1,0 +1,60 @@
+"""Decode + augment throughput of one loader worker, to size ``--workers`` against the model.
+
+A DataLoader worker runs single-threaded (torch sets one thread per worker), so the figure
+is measured with one torch thread: workers needed ≈ model images/s ÷ this figure.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from cncnn_cli.data.dataset import build_dataset
+
+
+def write_synthetic_jpegs(folder: Path, count: int = 32, size: tuple[int, int] = (500, 375), seed: int = 0) -> Path:
+    """An ImageFolder of photo-sized JPEGs (smooth gradients, shapes and grain, like CUB's ~500×375)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    for index in range(count):
+        for split in ("train", "test"):
+            base = rng.uniform(0, 255, 3) + rng.uniform(-1, 1, 3) * (x[..., None] / width * 120)
+            base = base + rng.uniform(-1, 1, 3) * (y[..., None] / height * 120)
+            cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(30, 150)
+            base[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
+            pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+            path = folder / split / f"class_{index % 4}" / f"{index:04d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path, quality=90)
+    return folder
+
+
+def loader_throughput(dataset_cfg: dict, image_size: int = 448, seconds: float = 5.0, train: bool = True) -> dict:
+    """Images per second that one single-threaded worker decodes and augments (uint8 output)."""
+    resize = round(image_size * 512 / 448)
+    transform = build_transform({"resize": resize, "crop": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+                                train=train)
+    options = dict(dataset_cfg)
+    dataset = build_dataset(options.pop("type"), options.pop("data_root", None), "train", transform, **options)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        dataset[0]  # warm-up: first-call costs are not per-image costs
+        images, start = 0, time.perf_counter()
+        for index in itertools.cycle(range(len(dataset))):
+            dataset[index]
+            images += 1
+            if time.perf_counter() - start >= seconds:
+                break
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    return {"dataset": dataset_cfg["type"], "images": images, "seconds": round(elapsed, 3),
+            "resize": resize, "crop": image_size, "train_transform": train,
+            "images_per_s_per_worker": round(images / elapsed, 1)}

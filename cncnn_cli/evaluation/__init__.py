@@ -1,0 +1,1 @@
+"""Accuracy: the metric validation uses, and `cncnn eval` on a checkpoint."""

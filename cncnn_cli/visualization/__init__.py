@@ -1,0 +1,1 @@
+"""Every picture: Figure 3, training curves, confusion matrices (headless matplotlib)."""

@@ -1,0 +1,143 @@
+"""User-facing checkpoints: one ``.safetensors`` file, self-describing through its metadata.
+
+The metadata holds the resolved model config, class names, preprocessing and the cncnn
+version, so ``predict``, ``eval`` and ``visualize`` need nothing else. Only safetensors is
+read here — a checkpoint can never run code — and writes are atomic (temporary file in
+the same folder, then rename), so a crash or a full disk never leaves a broken file.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from cncnn_cli import __version__
+from cncnn_cli.utils.atomic import atomic_write
+from cncnn_cli.errors import CheckpointError, CncnnError
+
+FORMAT = "cncnn"
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class Checkpoint:
+    """What a cncnn checkpoint carries besides its weights."""
+
+    model: dict
+    classes: list[str]
+    preprocess: dict
+    dataset: dict | None = None
+    version: str = __version__
+    extra: dict = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "cncnn_version": self.version,
+            "model": json.dumps(self.model),
+            "classes": json.dumps(self.classes),
+            "preprocess": json.dumps(self.preprocess),
+            "dataset": json.dumps(self.dataset),
+            "extra": json.dumps(self.extra),
+        }
+
+
+def portable_model_config(model_cfg: dict) -> dict:
+    """The model config without its pretrained-weights source: the checkpoint holds the weights."""
+    cfg = copy.deepcopy(dict(model_cfg))
+    if isinstance(cfg.get("backbone"), dict):
+        cfg["backbone"]["pretrained"] = None
+    return cfg
+
+
+def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], info: Checkpoint) -> Path:
+    """Write weights and metadata atomically; on failure the previous file at ``path`` is intact."""
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    info = Checkpoint(**{**info.__dict__, "model": portable_model_config(info.model)})
+    with atomic_write(path, errors=(OSError, SafetensorError)) as tmp:
+        save_file(tensors, str(tmp), metadata=info.metadata())
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, torch.Tensor]]:
+    """Metadata and weights of a cncnn checkpoint; :class:`CheckpointError` with one clear line otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(
+                    f"{path}: a safetensors file, but not a cncnn checkpoint (no cncnn metadata). "
+                    f"Import the authors' weights with `cncnn convert official`."
+                )
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable cncnn checkpoint ({_first_line(exc)}). cncnn checkpoints are "
+            f".safetensors files written by `cncnn train` or `cncnn convert`; the file may be truncated."
+        ) from None
+    try:
+        info = Checkpoint(
+            model=json.loads(meta["model"]),
+            classes=json.loads(meta["classes"]),
+            preprocess=json.loads(meta["preprocess"]),
+            dataset=json.loads(meta.get("dataset", "null")),
+            version=meta.get("cncnn_version", "unknown"),
+            extra=json.loads(meta.get("extra", "{}")),
+        )
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cncnn metadata is damaged ({_first_line(exc)})") from None
+    return info, state
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, Checkpoint]:
+    """Build the model a checkpoint describes and load its weights (eval mode, CPU)."""
+    from cncnn_cli.models.classifier import build_model
+
+    info, state = read_checkpoint(path)
+    try:
+        model = build_model(info.model)
+    except CncnnError as exc:
+        raise CheckpointError(f"{path}: cannot build its model: {exc}") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot build its model ({type(exc).__name__}: {_first_line(exc)})") from None
+    load_weights(model, state, path)
+    return model.eval(), info
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Strict load with a one-line explanation of what does not fit."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} of other shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})")
+        raise CheckpointError(f"{source}: weights belong to another model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
