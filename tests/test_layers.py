@@ -96,3 +96,12 @@ def test_models_never_read_optimizer_internals():
         for path in folder.rglob("*.py"):
             text = path.read_text()
             assert "_accumulative_counts" not in text and "optim_wrapper" not in text, path
+
+
+def test_each_default_is_written_once():
+    """ImageNet normalization lives in data/transforms.py, the released preprocessing sizes in
+    recipes/_base_/datasets/, the paper model's widths in recipes/_base_/models/."""
+    sources = [p for folder in ("cncnn_cli", "plugins", "recipes") for p in (ROOT / folder).rglob("*.py")]
+    for literal in ("123.675", "58.395", "resize=600", "resize=512", "hidden=512"):
+        holders = [p.relative_to(ROOT).as_posix() for p in sources if literal in p.read_text()]
+        assert len(holders) == 1, (literal, holders)

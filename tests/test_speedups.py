@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from cncnn_cli.models.classifier import build_model
-from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion, lstm_gates, phase_plan, scatter_phases, upsampled_conv
+from cncnn_cli.models.ops import lstm_gates, phase_plan, scatter_phases, upsampled_conv
+from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion
 from cncnn_plugins.official_formulation import OfficialConvLSTMFusion
 from tests.conftest import tiny_model_config
 from tests.reference import convlstm_plain

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cncnn_cli.config.recipes import load_recipe
 from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.engine.amp import autocast_dtype
 from cncnn_cli.errors import CncnnError
@@ -42,23 +43,23 @@ from cncnn_cli.models.variants import variant_model
 #: The paper's ablation variants, and the full model computed the authors' way.
 VARIANTS = (*PAPER_VARIANTS, "official-formulation")
 CONVLSTM_VARIANTS = ("full", "official-formulation")
-NUM_CLASSES, CHANNELS, HIDDEN = 200, 256, 512
+#: The recipe whose model the benchmark measures: the paper's CUB model (ResNet-50, C=256, D=512, K=200).
+BENCHMARK_RECIPE = "cub"
 
 
 def variant_config(variant: str, backbone: str = "resnet50", checkpoint_convlstm: bool = False) -> dict:
-    """The model config of a benchmark variant (no pretrained weights, C=256, D=512, K=200)."""
+    """The model config of a benchmark variant: the cub recipe's model, without pretrained weights."""
     if variant not in VARIANTS:
         raise CncnnError(f"unknown variant '{variant}'. Available: {', '.join(VARIANTS)}")
     if checkpoint_convlstm and variant not in CONVLSTM_VARIANTS:
         raise CncnnError(f"--checkpoint-convlstm needs a ConvLSTM variant ({' or '.join(CONVLSTM_VARIANTS)}), "
                          f"not '{variant}'")
-    fusion = dict(type="convlstm", channels=CHANNELS)
+    full = load_recipe(BENCHMARK_RECIPE).to_dict()["model"]
+    full["backbone"] = dict(type=backbone, pretrained=None)
     if checkpoint_convlstm:
-        fusion["checkpoint"] = True
-    full = dict(type="CNCNN", num_classes=NUM_CLASSES, backbone=dict(type=backbone, pretrained=None), fusion=fusion,
-                attention=dict(type="spatial_channel"), head=dict(type="cncnn", hidden=HIDDEN))
+        full["fusion"]["checkpoint"] = True
     if variant == "official-formulation":
-        return dict(full, fusion=dict(fusion, type="convlstm_official"))
+        return dict(full, fusion=dict(full["fusion"], type="convlstm_official"))
     return variant_model(full, variant)
 
 
@@ -82,7 +83,7 @@ def run_benchmark(variant: str = "full", image_size: int = 448, batch_size: int 
     if precision == "bf16" and dev.type == "cpu" and not _native_cpu_bf16():
         log("warning: this CPU has neither avx512_bf16 nor AMX; bf16 is emulated and usually slower than fp32")
     batch = {"inputs": torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8),
-             "data_samples": torch.randint(0, NUM_CLASSES, (batch_size,))}
+             "data_samples": torch.randint(0, cfg["num_classes"], (batch_size,))}
     autocast = _autocast(dev, precision)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from cncnn_cli.cli.common import PluginOption, err_console, setup
+from cncnn_cli.config.resolve import resolve_config
 from cncnn_cli.weights.convert import convert_official
 
 app = typer.Typer(help="Import checkpoints from other implementations.", no_args_is_help=True)
@@ -18,7 +19,7 @@ def official(
     dst: Annotated[Path, typer.Argument(help="Where to write the cncnn .safetensors checkpoint.",
                                         show_default=False)],
     recipe: Annotated[Optional[str], typer.Option(
-        help="cub, cars or aircraft: the released config's preprocessing and dataset.")] = None,
+        help="cub, cars or aircraft (or any recipe): its test preprocessing and dataset.")] = None,
     classes: Annotated[Optional[Path], typer.Option(
         help="Text file with one class name per line, in label order.")] = None,
     plugin: PluginOption = None,
@@ -30,7 +31,11 @@ def official(
     Example: cncnn convert official cub_cncnn.pth cub.safetensors --recipe cub --classes classes.txt
     """
     setup(plugin)
-    path, ignored = convert_official(src, dst, recipe=recipe, classes_file=classes)
+    preprocess = dataset = None
+    if recipe is not None:
+        cfg = resolve_config(recipe)
+        preprocess, dataset = dict(cfg.preprocess), cfg.dataset["type"]
+    path, ignored = convert_official(src, dst, preprocess=preprocess, dataset=dataset, classes_file=classes)
     if ignored:
         err_console.print(f"ignored {len(ignored)} key(s) that CN-CNN does not use: {', '.join(ignored)}",
                           markup=False, highlight=False, soft_wrap=True)

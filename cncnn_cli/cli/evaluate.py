@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from cncnn_cli.config.resolve import DEFAULT_WORKERS
 from cncnn_cli.cli.common import MaxPixelsOption, PluginOption, default_checkpoint, err_console, out_console, setup
 
 
@@ -19,7 +20,7 @@ def evaluate(
     data_root: Annotated[Optional[str], typer.Option(help="Dataset folder (default: the checkpoint's).")] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
-    workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = 2,
+    workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = DEFAULT_WORKERS,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     tta: Annotated[str, typer.Option(
         help="none, or flip: average each image's logits with its mirror's (also reports the plain number).")] = "none",

@@ -19,11 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cncnn_cli.engine.batching import plan_batch
 from cncnn_cli.engine.sync_bn import sync_bn_applies
+from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.config.recipes import load_recipe
 from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins
 
 Size = Union[int, tuple[int, int]]
+#: Data loader processes unless a recipe or --workers says otherwise.
+DEFAULT_WORKERS = 4
 
 
 class _Strict(BaseModel):
@@ -35,8 +38,8 @@ class Preprocess(_Strict):
 
     resize: Size
     crop: Size
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     @field_validator("crop")
     @classmethod
@@ -123,7 +126,7 @@ class Recipe(_Strict):
     param_scheduler: list[dict] = []
     train_cfg: TrainLoop
     batch_size: int = Field(gt=0)
-    workers: int = Field(default=2, ge=0)
+    workers: int = Field(default=DEFAULT_WORKERS, ge=0)
     seed: int = 0
     amp: bool = False
     device: str = "auto"
@@ -247,6 +250,7 @@ def validate(cfg: Config) -> None:
     # sections a recipe may give in part (e.g. only base_batch_size, only max_epochs) get their defaults
     cfg.auto_scale_lr = recipe.auto_scale_lr.model_dump()
     cfg.train_cfg = recipe.train_cfg.model_dump()
+    cfg.preprocess = recipe.preprocess.model_dump()
     validate_model(cfg.model)
     _check_part(DATASETS, cfg.dataset, "dataset", auto=("split", "transform"))
     _check_part(OPTIMIZERS, cfg.optim_wrapper["optimizer"], "optim_wrapper.optimizer", auto=("params",))

@@ -50,7 +50,11 @@ def learning_rates(runner) -> tuple[float, float]:
 
 @HOOKS.register_module()
 class WorkDirHook(Hook):
-    """Checkpoints, resumable state, metrics.json, non-finite loss and interruption handling."""
+    """Checkpoints, resumable state, metrics.json, non-finite loss and interruption handling.
+
+    Kept instead of mmengine's ``CheckpointHook``: that one writes pickled ``.pth`` files, while
+    cncnn's checkpoints are self-describing safetensors and its state loads weights-only.
+    """
 
     priority = "VERY_LOW"  # after ParamSchedulerHook: the saved schedulers are already stepped
 

@@ -13,13 +13,13 @@ import torch
 import torchvision
 from mmengine.config import Config
 from mmengine.dist import is_main_process
-from mmengine.logging import MMLogger
 from mmengine.runner import Runner, set_random_seed
 
 from cncnn_cli import __version__
 from cncnn_cli.weights.checkpoint import Checkpoint
 from cncnn_cli.utils.device import resolve_device
-from cncnn_cli.engine import amp, state  # noqa: F401  (registers the bf16 wrapper and the safe loader)
+from cncnn_cli.engine import amp
+from cncnn_cli.engine.mmengine_compat import mmengine_loggers, skip_config_dump
 from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr, plan_batch
 from cncnn_cli.engine.sampling import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
 from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook
@@ -70,7 +70,7 @@ def _init_distributed(device: torch.device) -> None:
 def _route_logs() -> None:
     """After the Runner's start-up banner: INFO logs to the work dir's log file only; stderr gets
     warnings and our own progress lines; stdout stays clean."""
-    for logger in MMLogger._instance_dict.values():
+    for logger in mmengine_loggers():
         logger.setLevel(logging.INFO)
         for handler in logger.handlers:
             if type(handler) is logging.StreamHandler:
@@ -180,7 +180,7 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     if note and is_main_process():
         print(f"note: {note}", file=sys.stderr)
         runner.logger.info(note)
-    runner.dump_config = lambda: None  # the validated config is saved as config.py by `cncnn train`
+    skip_config_dump(runner)
     return runner
 
 

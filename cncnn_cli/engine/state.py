@@ -4,28 +4,18 @@ mmengine 0.10.7 saves its message hub as ``HistoryBuffer`` objects and numpy sca
 which torch ≥ 2.6 refuses to load weights-only (allow-listing them would mean trusting
 ``builtins.getattr``). Before saving, the hub is reduced to plain numbers and strings
 (resume does not need the smoothing buffers); RNG states are stored as tensors and
-tuples. mmengine's local-file loader is replaced by one that always loads weights-only.
+tuples. mmengine's local-file loader is replaced by one that always loads weights-only
+(``mmengine_compat``).
 """
 from __future__ import annotations
 
-import os.path as osp
 import random
 from typing import Any
 
 import numpy as np
 import torch
-from mmengine.runner.checkpoint import CheckpointLoader
 
 _DROP = object()
-
-
-@CheckpointLoader.register_scheme(prefixes="", force=True)
-def load_local_weights_only(filename: str, map_location=None) -> Any:
-    """mmengine's local loader, weights-only: a state file can never run code."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f"{filename} can not be found.")
-    return torch.load(filename, map_location=map_location, weights_only=True)
 
 
 def plain(value: Any) -> Any:

@@ -93,12 +93,10 @@ class CNCNN(Classifier):
         self.head = build_from(HEADS, head, "head", channels=channels, num_classes=num_classes)
 
     def head_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        fused = self.fusion(self.backbone(images))
-        attended, _ = self.attention(fused)
-        return self.head(attended, fused)
+        return self.forward_features(images)["heads"]
 
     def forward_features(self, images: torch.Tensor) -> dict:
-        """Everything a picture needs: logits, per-head logits, attended maps A_l and spatial masks."""
+        """The pipeline, once: per-head logits and their ensemble, attended maps A_l, spatial masks."""
         fused = self.fusion(self.backbone(images))
         attended, masks = self.attention(fused)
         logits = self.head(attended, fused)

@@ -36,9 +36,6 @@ KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"^cls_concate\.", "head.concat."),
 )
 #: The released training configs' test preprocessing, by recipe name.
-RELEASED_PREPROCESS = {"cub": (600, 448), "aircraft": (512, 448), "cars": (448, 448)}
-
-
 def map_key(key: str) -> str | None:
     for pattern, replacement in KEY_MAP:
         if re.match(pattern, key):
@@ -79,9 +76,13 @@ def infer_model_config(state: dict[str, torch.Tensor]) -> dict:
     )
 
 
-def convert_official(src: str | Path, dst: str | Path, recipe: str | None = None,
+def convert_official(src: str | Path, dst: str | Path, preprocess: dict | None = None, dataset: str | None = None,
                      classes_file: str | Path | None = None) -> tuple[Path, list[str]]:
-    """Convert; returns the written path and the names of official keys that were ignored."""
+    """Convert; returns the written path and the names of official keys that were ignored.
+
+    ``preprocess`` is the test preprocessing of the released config (``resize``, ``crop``, ``mean``,
+    ``std``; a recipe's ``preprocess``); without it, 448 → 448 with ImageNet normalization.
+    """
     state = load_state_file(src)
     model_cfg = infer_model_config(state)
     mapped, ignored = {}, []
@@ -101,21 +102,15 @@ def convert_official(src: str | Path, dst: str | Path, recipe: str | None = None
     info = Checkpoint(
         model=model_cfg,
         classes=read_classes(classes_file, num_classes),
-        preprocess=released_preprocess(recipe),
-        dataset={"type": recipe} if recipe else None,
+        preprocess=dict(preprocess or DEFAULT_PREPROCESS),
+        dataset={"type": dataset} if dataset else None,
         extra={"source": "official", "converted_from": Path(src).name},
     )
     return save_checkpoint(dst, model.state_dict(), info), ignored
 
 
-def released_preprocess(recipe: str | None) -> dict:
-    if recipe is None:
-        resize, crop = 448, 448
-    elif recipe in RELEASED_PREPROCESS:
-        resize, crop = RELEASED_PREPROCESS[recipe]
-    else:
-        raise CncnnError(f"--recipe {recipe}: expected one of {', '.join(RELEASED_PREPROCESS)}")
-    return {"resize": resize, "crop": crop, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+#: Without a recipe: the released configs' 448 crop, unresized, ImageNet normalization.
+DEFAULT_PREPROCESS = {"resize": 448, "crop": 448, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
 def read_classes(path: str | Path | None, num_classes: int) -> list[str]:

@@ -17,5 +17,4 @@ accumulate = 1
 # number that did not peek at test, `--val-fraction 0.1` chooses on held-out training images instead
 # (FGVC-Aircraft: `--val-split val`); the test split is then evaluated once (docs/reproducing.md).
 val_fraction = 0.0
-workers = 4
 seed = 0

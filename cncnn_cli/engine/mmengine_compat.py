@@ -1,0 +1,42 @@
+"""Every use of mmengine internals, and every change cncnn makes to mmengine's behaviour, in one place.
+
+Verified against mmengine 0.10.7 (the newest release; see ../shared/MMENGINE-NOTES.md). A new
+mmengine release is checked here first.
+"""
+from __future__ import annotations
+
+import logging
+import os.path as osp
+from typing import Any
+
+import torch
+from mmengine.logging import MMLogger
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import CheckpointLoader
+
+VERIFIED_MMENGINE = "0.10.7"
+
+
+def mmengine_loggers() -> list[logging.Logger]:
+    """Every MMLogger made in this process (mmengine keeps them in a private class dict)."""
+    return list(MMLogger._instance_dict.values())
+
+
+def skip_config_dump(runner: Runner) -> None:
+    """The Runner would dump its own copy of the config; cncnn saves the validated one as config.py."""
+    runner.dump_config = lambda: None
+
+
+def load_local_weights_only(filename: str, map_location=None) -> Any:
+    """mmengine's local-file checkpoint loader, weights-only: a state file can never run code.
+
+    mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; this replaces its scheme for
+    local paths (``CheckpointLoader.register_scheme(prefixes='', force=True)``).
+    """
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f"{filename} can not be found.")
+    return torch.load(filename, map_location=map_location, weights_only=True)
+
+
+CheckpointLoader.register_scheme(prefixes="", force=True)(load_local_weights_only)
