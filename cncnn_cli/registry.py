@@ -8,6 +8,7 @@ through ``--plugin path.py``.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import sys
 from importlib.metadata import entry_points
@@ -96,6 +97,19 @@ def describe(obj: object) -> str:
     return doc.splitlines()[0] if doc else "(no description)"
 
 
+def lookup(registry: Registry, kind: object, where: str) -> type:
+    """The class registered as ``kind``, or a one-line error naming ``where``, the closest
+    registered name and all of them."""
+    target = registry.get(kind) if isinstance(kind, str) else None
+    if target is None:
+        names = sorted(registry.module_dict)
+        close = difflib.get_close_matches(str(kind), names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise CncnnError(f"{where}: unknown {registry.name} '{kind}'.{hint} Available: {', '.join(names) or 'none'} "
+                         f"(`cncnn plugins` lists them)")
+    return target
+
+
 def build_from(registry: Registry, cfg: dict, what: str, **defaults):
     """Build ``cfg`` from ``registry`` with a clear error when its type is unknown.
 
@@ -103,11 +117,7 @@ def build_from(registry: Registry, cfg: dict, what: str, **defaults):
     ``Registry.build``, which follows the process-wide default scope a Runner sets).
     """
     params = dict(cfg)
-    kind = params.pop("type", None)
-    target = registry.get(kind) if isinstance(kind, str) else None
-    if target is None:
-        known = ", ".join(sorted(registry.module_dict)) or "none"
-        raise CncnnError(f"unknown {what} '{kind}'. Available: {known}. (`cncnn plugins` lists them.)")
+    target = lookup(registry, params.pop("type", None), what)
     for key, value in defaults.items():
         params.setdefault(key, value)
     return target(**params)

@@ -22,7 +22,7 @@ from cncnn_cli.engine.sync_bn import sync_bn_applies
 from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.config.recipes import load_recipe
-from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins
+from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins, lookup
 
 Size = Union[int, tuple[int, int]]
 #: Data loader processes unless a recipe or --workers says otherwise.
@@ -280,12 +280,7 @@ def validate_model(model: dict, prefix: str = "model") -> None:
 
 def _check_part(registry, part: dict, where: str, auto: tuple[str, ...] = (), nested: tuple[str, ...] = ()) -> None:
     kind = part.get("type")
-    target = registry.get(kind) if isinstance(kind, str) else None
-    if target is None:
-        names = sorted(registry.module_dict)
-        close = difflib.get_close_matches(str(kind), names, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise CncnnError(f"{where}.type: unknown {registry.name} '{kind}'.{hint} Available: {', '.join(names)}")
+    target = lookup(registry, kind, f"{where}.type")
     params = _constructor_parameters(target)
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return

@@ -16,7 +16,7 @@ from PIL import Image
 
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.data.images import ImageReadError, load_rgb, open_checked
-from cncnn_cli.registry import DATASETS, load_plugins
+from cncnn_cli.registry import DATASETS, load_plugins, lookup
 
 try:  # torchvision's image codecs are deprecated since 0.29; PIL remains the fallback.
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -178,11 +178,7 @@ def check_split(dataset: str, split: str, allowed: tuple[str, ...]) -> str:
 def dataset_class(name: str) -> type:
     """The dataset class registered as ``name``, or a one-line error listing the known ones."""
     load_plugins()
-    cls = DATASETS.get(name)
-    if cls is None:
-        known = ", ".join(sorted(DATASETS.module_dict)) or "none"
-        raise CncnnError(f"unknown dataset '{name}'. Available: {known}. (`cncnn plugins` lists them.)")
-    return cls
+    return lookup(DATASETS, name, "dataset")
 
 
 def build_dataset(
