@@ -41,9 +41,10 @@ def decode(path: str, as_tensor: bool) -> Image.Image | torch.Tensor:
     """
     if as_tensor and decode_jpeg is not None and path.lower().endswith(JPEG_SUFFIXES):
         try:
-            open_checked(Path(path)).close()  # the pixel limit, from the header, before decoding
             with open(path, "rb") as file:
-                data = torch.frombuffer(bytearray(file.read()), dtype=torch.uint8)
+                raw = file.read()
+            open_checked(Path(path), raw).close()  # the pixel limit, from the header, before decoding
+            data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return decode_jpeg(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)

@@ -5,6 +5,7 @@ photos with EXIF orientation. Everything becomes a 3-channel uint8 RGB image.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,13 @@ def set_max_pixels(limit: int | None) -> None:
 _PIL_DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
 
-def open_checked(path: Path) -> Image.Image:
-    """``Image.open`` (lazy: the header only) that refuses images over the pixel limit."""
+def open_checked(path: Path, data: bytes | None = None) -> Image.Image:
+    """``Image.open`` (lazy: the header only) that refuses images over the pixel limit.
+
+    ``data``: the file's bytes when the caller has read them already (named by ``path``).
+    """
     try:
-        image = Image.open(path)
+        image = Image.open(path if data is None else io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageReadError(f"{path}: refused as too large ({exc}). If the image is legitimate, raise the "
                              f"limit with max_pixels (`--max-pixels N`, or the recipe key max_pixels)") from None
