@@ -22,12 +22,12 @@ from cncnn_cli.errors import CncnnError
 
 SCOPE = "cncnn"
 # ``locations`` (as in mmpretrain's registry.py): the modules that fill each registry, imported on
-# first use. The core's own models register from ``cncnn_cli.models``; the swappable parts are the
+# first use. The core's own models register from ``cncnn_cli.models.classifier``; the swappable parts are the
 # built-in plugins, which the core reaches only through these names.
-MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE, locations=["cncnn_cli.models", "cncnn_plugins.baseline"])
+MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE, locations=["cncnn_cli.models.classifier", "cncnn_plugins.baseline"])
 # mmengine allows one child per scope under a parent, so the parts get scopes of their own.
 BACKBONES = Registry("backbone", parent=MMENGINE_MODELS, scope=f"{SCOPE}_backbones",
-                     locations=["cncnn_plugins.backbones"])
+                     locations=["cncnn_plugins.backbones", "cncnn_plugins.timm_backbone"])
 FUSIONS = Registry("fusion", parent=MMENGINE_MODELS, scope=f"{SCOPE}_fusions",
                    locations=["cncnn_plugins.fusions", "cncnn_plugins.official_formulation"])
 ATTENTIONS = Registry("attention", parent=MMENGINE_MODELS, scope=f"{SCOPE}_attentions",

@@ -18,6 +18,7 @@ class Baseline(Classifier):
         self.backbone = build_from(BACKBONES, backbone, "backbone")
         self.fc = nn.Linear(self.backbone.out_channels[-1], num_classes)
 
-    def head_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_features(self, images: torch.Tensor) -> dict:
         s5 = self.backbone(images)[-1]
-        return {"fc": self.fc(torch.flatten(F.adaptive_avg_pool2d(s5, 1), 1))}
+        logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(s5, 1), 1))
+        return {"logits": logits, "heads": {"fc": logits}, "maps": None}

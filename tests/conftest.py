@@ -11,21 +11,6 @@ from cncnn_cli.registry import load_plugins
 
 load_plugins()
 
-#: `cncnn train` flags for a tiny, fast model (ResNet-18 from scratch at 32 pixels, narrow parts).
-TINY = ["--backbone", "resnet18", "--no-pretrained", "--image-size", "32", "--workers", "0",
-        "--cfg-options", "model.fusion.channels=16", "--cfg-options", "model.head.hidden=16"]
-#: A demo set of 4 training and 2 test images per class at 40 pixels.
-DEMO = ["--batch-size", "8", "--cfg-options", "dataset.train_per_class=4", "--cfg-options", "dataset.test_per_class=2",
-        "--cfg-options", "dataset.image_size=40", "--cfg-options", "log_interval=1"]
-
-
-def tiny_model_config(num_classes: int = 5, fusion: str = "convlstm", attention: str = "spatial_channel",
-                      channels: int = 32, hidden: int = 16) -> dict:
-    return dict(type="CNCNN", num_classes=num_classes, backbone=dict(type="resnet18", pretrained=None),
-                fusion=dict(type=fusion, channels=channels), attention=dict(type=attention, reduction=16),
-                head=dict(type="cncnn", hidden=hidden))
-
-
 @pytest.fixture(autouse=True)
 def _seed_and_no_network(monkeypatch):
     torch.manual_seed(0)
@@ -38,18 +23,36 @@ def _seed_and_no_network(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def cncnn_checkpoint(tmp_path_factory) -> Path:
-    """A converted random official checkpoint (ResNet-18, C=32, D=16, 5 classes) at 64×64 input."""
-    from cncnn_cli.cli.main import main
-    from cncnn_cli.weights.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
-    from tests.reference import random_official_state
+def official_state() -> dict:
+    """A random state dict in the authors' released layout (ResNet-18, C=32, D=16, 5 classes)."""
+    from tests.helpers.reference import random_official_state
 
-    folder = tmp_path_factory.mktemp("ckpt")
+    return random_official_state("resnet18", channels=32, hidden=16, num_classes=5)
+
+
+@pytest.fixture(scope="session")
+def converted_checkpoint(tmp_path_factory, official_state) -> Path:
+    """``official_state`` through ``cncnn convert official --classes`` (classes "bird 0" … "bird 4"), the
+    released preprocessing kept. Session-wide: tests copy it before changing it."""
+    from cncnn_cli.cli.main import main
+
+    folder = tmp_path_factory.mktemp("converted")
     src = folder / "official.pth"
-    torch.save(random_official_state("resnet18", channels=32, hidden=16, num_classes=5), src)
-    dst = folder / "cncnn.safetensors"
-    assert main(["convert", "official", str(src), str(dst)]) == 0
-    info, weights = read_checkpoint(dst)
-    info.preprocess.update(resize=72, crop=64)  # small inputs keep tests fast
+    torch.save(official_state, src)
+    classes = folder / "classes.txt"
+    classes.write_text("\n".join(f"bird {i}" for i in range(5)) + "\n")
+    dst = folder / "converted.safetensors"
+    assert main(["convert", "official", str(src), str(dst), "--classes", str(classes)]) == 0
+    return dst
+
+
+@pytest.fixture(scope="session")
+def cncnn_checkpoint(tmp_path_factory, converted_checkpoint) -> Path:
+    """``converted_checkpoint`` at 64×64 input: small inputs keep tests fast."""
+    from cncnn_cli.weights.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+
+    info, weights = read_checkpoint(converted_checkpoint)
+    info.preprocess.update(resize=72, crop=64)
+    dst = tmp_path_factory.mktemp("ckpt") / "cncnn.safetensors"
     save_checkpoint(dst, weights, Checkpoint(**info.__dict__))
     return dst

@@ -37,12 +37,13 @@ from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.engine.amp import autocast_dtype
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.models.classifier import build_model
+from cncnn_cli.models.variants import OFFICIAL_FORMULATION
 from cncnn_cli.models.variants import VARIANTS as PAPER_VARIANTS
 from cncnn_cli.models.variants import variant_model
 
 #: The paper's ablation variants, and the full model computed the authors' way.
-VARIANTS = (*PAPER_VARIANTS, "official-formulation")
-CONVLSTM_VARIANTS = ("full", "official-formulation")
+VARIANTS = (*PAPER_VARIANTS, OFFICIAL_FORMULATION)
+CONVLSTM_VARIANTS = ("full", OFFICIAL_FORMULATION)
 #: The recipe whose model the benchmark measures: the paper's CUB model (ResNet-50, C=256, D=512, K=200).
 BENCHMARK_RECIPE = "cub"
 
@@ -58,7 +59,7 @@ def variant_config(variant: str, backbone: str = "resnet50", checkpoint_convlstm
     full["backbone"] = dict(type=backbone, pretrained=None)
     if checkpoint_convlstm:
         full["fusion"]["checkpoint"] = True
-    if variant == "official-formulation":
+    if variant == OFFICIAL_FORMULATION:
         return dict(full, fusion=dict(full["fusion"], type="convlstm_official"))
     return variant_model(full, variant)
 
@@ -111,7 +112,7 @@ def run_benchmark(variant: str = "full", image_size: int = 448, batch_size: int 
     @torch.inference_mode()
     def infer_step() -> None:
         with autocast():
-            model(model.data_preprocessor(batch, training=False)["inputs"], mode="tensor")
+            model.infer(batch)
 
     infer_s = _time(infer_step, dev, steps, warmup)
     log(f"inference {infer_s:.3f} s per batch")

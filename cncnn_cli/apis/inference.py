@@ -7,8 +7,9 @@
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -57,8 +58,7 @@ class Predictor:
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> dict:
         """uint8 B×3×H×W → the model's outputs (``logits``, ``heads``, and maps when it has them)."""
-        data = self.model.data_preprocessor({"inputs": batch}, False)
-        return self.model(data["inputs"], mode="tensor")
+        return self.model.infer({"inputs": batch})
 
     def predict(self, images: Iterable[str | Path | Image.Image], topk: int = 5,
                 batch_size: int = 16) -> list[Prediction]:
@@ -67,10 +67,12 @@ class Predictor:
 
     def iter_predict(self, images: Iterable[str | Path | Image.Image], topk: int = 5,
                      batch_size: int = 16) -> Iterator[Prediction]:
+        """:meth:`predict` one batch at a time, in input order: ``images`` is read lazily and
+        nothing is kept between batches, so memory stays flat on inputs of any length."""
         if batch_size < 1:
-            raise CncnnError("--batch-size must be at least 1")
+            raise CncnnError(f"batch_size must be at least 1, not {batch_size}")
         k = max(1, min(topk, len(self.classes)))
-        for chunk in _chunks(list(images), batch_size):
+        for chunk in _chunks(images, batch_size):
             results, tensors, slots = [], [], []
             for item in chunk:
                 name = "<image>" if isinstance(item, Image.Image) else str(item)
@@ -92,6 +94,7 @@ class Predictor:
             yield from results
 
 
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

@@ -5,14 +5,13 @@ import json
 from enum import Enum
 from typing import Annotated
 
-import torch
 import typer
 from rich.table import Table
 
-from cncnn_cli.apis.benchmark import VARIANTS, amp_precision, device_name, run_benchmark
+from cncnn_cli.models.variants import OFFICIAL_FORMULATION, VARIANTS
 from cncnn_cli.cli.common import PluginOption, err_console, out_console, setup
 
-Variant = Enum("Variant", {name: name for name in VARIANTS}, type=str)
+Variant = Enum("Variant", {name: name for name in (*VARIANTS, OFFICIAL_FORMULATION)}, type=str)
 
 
 def benchmark(
@@ -39,6 +38,8 @@ def benchmark(
     Example: cncnn benchmark --variant full --image-size 448 --batch-size 2 --amp --json
     """
     setup(plugin)
+    from cncnn_cli.apis.benchmark import run_benchmark
+
     result = run_benchmark(variant=variant.value, image_size=image_size, batch_size=batch_size, device=device,
                            amp=amp, steps=steps, warmup=warmup, backbone=backbone,
                            checkpoint_convlstm=checkpoint_convlstm, log=_log)
@@ -56,6 +57,10 @@ def _print_table(result: dict) -> None:
     table = Table(title=f"cncnn benchmark: {result['variant']}")
     table.add_column("measure")
     table.add_column("value", justify="right")
+    import torch
+
+    from cncnn_cli.apis.benchmark import amp_precision, device_name
+
     device = torch.device(result["device"])
     precision = f"{amp_precision(device)} autocast, channels_last" if result["amp"] else "fp32"
     rows = [

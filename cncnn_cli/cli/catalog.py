@@ -9,7 +9,6 @@ from rich.text import Text
 from cncnn_cli import __version__
 from cncnn_cli.cli.common import PluginOption, out_console, setup
 from cncnn_cli.config.recipes import bundled_dir, bundled_names, recipe_summary
-from cncnn_cli.registry import PLUGIN_REGISTRIES, describe
 
 
 def plugins(plugin: PluginOption = None) -> None:
@@ -18,6 +17,8 @@ def plugins(plugin: PluginOption = None) -> None:
     Example: cncnn plugins --plugin my_backbone.py
     """
     setup(plugin)
+    from cncnn_cli.registry import PLUGIN_REGISTRIES, describe
+
     table = Table(title="cncnn plugins")
     table.add_column("registry")
     table.add_column("name")

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.registry import load_plugins
 
 #: People read stderr; stdout is reserved for results (and exactly one JSON document with --json).
 err_console = Console(stderr=True)
@@ -42,6 +41,8 @@ def invocation() -> list[str]:
 
 def setup(plugins: list[Path] | None, max_pixels: int | None = None) -> None:
     """Register built-in, entry-point and ``--plugin`` file plugins; apply ``--max-pixels``."""
+    from cncnn_cli.registry import load_plugins
+
     load_plugins(tuple(plugins or ()))
     if max_pixels is not None:
         from cncnn_cli.data.images import set_max_pixels

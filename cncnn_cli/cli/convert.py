@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 import typer
 
 from cncnn_cli.cli.common import PluginOption, err_console, setup
-from cncnn_cli.config.resolve import resolve_config
-from cncnn_cli.weights.convert import convert_official
 
 app = typer.Typer(help="Import checkpoints from other implementations.", no_args_is_help=True)
 
@@ -31,6 +29,9 @@ def official(
     Example: cncnn convert official cub_cncnn.pth cub.safetensors --recipe cub --classes classes.txt
     """
     setup(plugin)
+    from cncnn_cli.config.resolve import resolve_config
+    from cncnn_cli.weights.convert import convert_official
+
     preprocess = dataset = None
     if recipe is not None:
         cfg = resolve_config(recipe)

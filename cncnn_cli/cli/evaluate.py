@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cncnn_cli.config.resolve import DEFAULT_WORKERS
+from cncnn_cli.config.defaults import DEFAULT_WORKERS
 from cncnn_cli.cli.common import MaxPixelsOption, PluginOption, default_checkpoint, err_console, out_console, setup
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from cncnn_cli.cli import ablate, benchmark, catalog, convert, data, evaluate, predict, train, visualize
+from cncnn_cli.cli import ablate, benchmark, catalog, convert, data, evaluate, export, predict, train, visualize
 from cncnn_cli.cli.common import err_console, remember_invocation
 from cncnn_cli.errors import CncnnError
 
@@ -50,11 +50,12 @@ app.add_typer(data.app, name="data", help="Inspect datasets: counts, image modes
 app.command()(catalog.plugins)
 app.command()(catalog.recipes)
 app.command()(catalog.info)
+app.command()(export.export)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this; the console script exits with it)."""
-    argv = normalize_resume(list(sys.argv[1:] if argv is None else argv))
+    argv = expand_cfg_options(normalize_resume(list(sys.argv[1:] if argv is None else argv)))
     remember_invocation(argv)
     try:
         app(args=argv, prog_name="cncnn")  # standalone mode: usage errors print and exit 2
@@ -85,6 +86,19 @@ def normalize_resume(argv: list[str]) -> list[str]:
             following = argv[i + 1] if i + 1 < len(argv) else None
             if following is None or following.startswith("-") or not Path(following).exists():
                 out.append("auto")
+    return out
+
+
+def expand_cfg_options(argv: list[str]) -> list[str]:
+    """``--cfg-options a=1 b=2`` as mmengine's tools take it (``nargs='+'``) → one flag per pair, as Typer takes it."""
+    out: list[str] = []
+    in_options = False
+    for arg in argv:
+        if in_options and "=" in arg and not arg.startswith("-") and out[-1] != "--cfg-options":
+            out.append("--cfg-options")
+        elif arg.startswith("-"):
+            in_options = arg == "--cfg-options" or arg.startswith("--cfg-options=")
+        out.append(arg)
     return out
 
 

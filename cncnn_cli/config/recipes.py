@@ -9,11 +9,12 @@ from __future__ import annotations
 import difflib
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
-
-from mmengine.config import Config
+from typing import TYPE_CHECKING, Any
 
 from cncnn_cli.errors import CncnnError
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
 
 
 def bundled_dir() -> Path:
@@ -41,8 +42,10 @@ def resolve_recipe(recipe: str | Path) -> Path:
     raise CncnnError(f"recipe '{recipe}' is neither a file nor a bundled recipe ({', '.join(names)}).{hint}")
 
 
-def load_recipe(recipe: str | Path) -> Config:
+def load_recipe(recipe: str | Path) -> "Config":
     """Load a recipe file with mmengine (``lazy_import=False``: see MMENGINE-NOTES.md)."""
+    from mmengine.config import Config
+
     path = resolve_recipe(recipe)
     try:
         return Config.fromfile(str(path), lazy_import=False)

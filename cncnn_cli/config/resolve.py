@@ -6,6 +6,7 @@ what was expected and, for a typo, the closest valid key.
 """
 from __future__ import annotations
 
+import argparse
 import ast
 import difflib
 import inspect
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import mmengine.optim  # noqa: F401  (fills the optimizer and scheduler registries below)
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,12 +22,11 @@ from cncnn_cli.engine.batching import plan_batch
 from cncnn_cli.engine.sync_bn import sync_bn_applies
 from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cncnn_cli.errors import CncnnError
+from cncnn_cli.config.defaults import DEFAULT_WORKERS
 from cncnn_cli.config.recipes import load_recipe
 from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins, lookup
 
 Size = Union[int, tuple[int, int]]
-#: Data loader processes unless a recipe or --workers says otherwise.
-DEFAULT_WORKERS = 4
 
 
 class _Strict(BaseModel):
@@ -154,21 +154,34 @@ class Recipe(_Strict):
 
 
 def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
-    """``key=value`` pairs; values are Python literals when they parse, else strings."""
+    """``key=value`` pairs, each value parsed as mmengine's ``DictAction`` parses it.
+
+    So ``a=1,2`` and ``a=[1,2]`` are lists, ``a=(1,2)`` a tuple, ``true``/``false`` booleans,
+    ``None`` None, numbers numbers, anything else a string. Beyond DictAction, a value holding a
+    dict (``custom_hooks=[{'type': 'X'}]``) or in quotes (``work_dir='my runs'``) is read as the
+    Python literal it is, which DictAction cannot express.
+    """
     parsed: dict[str, Any] = {}
     for option in options or []:
         key, sep, raw = option.partition("=")
         if not sep or not key:
             raise CncnnError(f"--cfg-options {option!r}: expected key=value, e.g. train_cfg.max_epochs=10")
-        lowered = raw.strip().lower()
-        if lowered in ("true", "false", "none", "null"):
-            parsed[key] = {"true": True, "false": False}.get(lowered)
-            continue
-        try:
-            parsed[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            parsed[key] = raw
+        parsed[key] = _parse_value(option, raw.strip())
     return parsed
+
+
+def _parse_value(option: str, raw: str) -> Any:
+    if "{" in raw or raw[:1] in ("'", '"'):
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            pass
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    try:
+        return parser.parse_args(["--cfg-options", f"value={raw}"]).cfg_options["value"]
+    except AssertionError:  # DictAction's check for unbalanced brackets
+        raise CncnnError(f"--cfg-options {option!r}: unbalanced brackets in the value") from None
 
 
 def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
@@ -177,11 +190,13 @@ def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
         cfg.dataset = {"type": flags["dataset"], "data_root": cfg.dataset.get("data_root")}
     simple = {
         "data_root": ("dataset", "data_root"), "epochs": ("train_cfg", "max_epochs"),
-        "lr": ("optim_wrapper", "optimizer", "lr"), "backbone": ("model", "backbone", "type"),
+        "lr": ("optim_wrapper", "optimizer", "lr"),
     }
     for flag, path in simple.items():
         if flags.get(flag) is not None:
             _set(cfg, path, flags[flag])
+    if flags.get("backbone") is not None:
+        cfg.model["backbone"] = backbone_from_flag(cfg.model.get("backbone"), flags["backbone"])
     for flag in ("batch_size", "workers", "seed", "device", "launcher", "work_dir"):
         if flags.get(flag) is not None:
             cfg[flag] = flags[flag]
@@ -202,6 +217,29 @@ def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
         cfg.preprocess["crop"] = flags["image_size"]
     if "pretrained" in flags and flags["pretrained"] != "recipe" and isinstance(cfg.model.get("backbone"), dict):
         cfg.model["backbone"]["pretrained"] = flags["pretrained"]
+
+
+#: The torchvision weights a recipe's pretrained timm trunk becomes under ``--backbone NAME`` (the paper's).
+TORCHVISION_WEIGHTS = "IMAGENET1K_V1"
+
+
+def backbone_from_flag(current: dict | None, flag: str) -> dict:
+    """``--backbone NAME`` (a registered backbone) or ``--backbone timm:NAME`` (any timm model).
+
+    Whether the recipe's trunk was pretrained carries over, not the value itself: a torchvision
+    weights name means nothing to timm (True picks timm's weights for the model), nor a timm one
+    to torchvision. ``--pretrained`` / ``--no-pretrained`` still decide afterwards.
+    """
+    current = dict(current or {})
+    wanted = bool(current.get("pretrained"))
+    prefix, sep, name = flag.partition(":")
+    if sep and prefix == "timm":
+        if not name:
+            raise CncnnError("--backbone timm:NAME needs a timm model name, e.g. timm:convnext_tiny")
+        return {"type": "timm", "model": name, "pretrained": True if wanted else None}
+    if current.get("type") == "timm":
+        return {"type": flag, "pretrained": TORCHVISION_WEIGHTS if wanted else None}
+    return {**current, "type": flag}
 
 
 def _apply_exclusive(cfg: Config, flags: dict[str, Any], first: str, second: str, off: tuple) -> None:
@@ -297,6 +335,9 @@ def _check_part(registry, part: dict, where: str, auto: tuple[str, ...] = (), ne
                and name not in part and name != "self"]
     if missing:
         raise CncnnError(f"{where}: {registry.name} '{kind}' needs {', '.join(missing)}")
+    check = getattr(target, "check_config", None)  # a part's own checks of its values (timm: the model name)
+    if callable(check):
+        check(part, where)
 
 
 def _constructor_parameters(target) -> dict[str, inspect.Parameter]:

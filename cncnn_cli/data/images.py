@@ -6,6 +6,8 @@ photos with EXIF orientation. Everything becomes a 3-channel uint8 RGB image.
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +104,23 @@ def load_rgb(path: str | Path) -> Image.Image:
 
 def find_images(path: str | Path) -> list[Path]:
     """A file as itself; a directory walked recursively for image files, sorted."""
+    return list(iter_images(path))
+
+
+def iter_images(path: str | Path) -> Iterator[Path]:
+    """:func:`find_images` one path at a time: a folder of any size is walked lazily.
+
+    Each folder's entries are visited in name order, subfolders where their names fall, which
+    is the order of sorting all the paths (paths compare part by part).
+    """
     path = Path(path)
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return [path]
+    if not path.is_dir():
+        yield path
+        return
+    with os.scandir(path) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from iter_images(entry.path)
+        elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+            yield Path(entry.path)

@@ -11,7 +11,7 @@ from cncnn_cli.weights.checkpoint import load_model
 from cncnn_cli.data.collate import collate
 from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.evaluation.metrics import accuracy_report, confusion_matrix
+from cncnn_cli.evaluation.metrics import AccuracyMetric, accuracy_report, confusion_matrix, stacked
 from cncnn_cli.data.transforms import build_transform
 from cncnn_cli.data.dataset import build_dataset
 
@@ -52,44 +52,31 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
                          f"{dataset_cfg['data_root']} has {len(data.classes)}; evaluate on the dataset it was "
                          f"trained for")
     target = resolve_device(device)
-    model = model.to(target)
+    model = model.to(target).eval()
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=target.type == "cuda")
-    runs: dict[str, dict[str, list]] = {"plain": {}, "flip": {}}
-    labels, skipped = [], 0
+    metrics = {"plain": AccuracyMetric(), "flip": AccuracyMetric()}
+    skipped = 0
     with torch.inference_mode():
         for batch in loader:
             skipped += batch["skipped"]
             if batch["inputs"].shape[0] == 0:
                 continue
-            images = model.data_preprocessor(batch, False)["inputs"]
-            outputs = model(images, mode="tensor")
-            _append(runs["plain"], outputs)
+            outputs = model.test_step(batch)  # the path validation takes
+            metrics["plain"].process(batch, outputs)
             if tta == "flip":
-                _append(runs["flip"], _average(outputs, model(images.flip(3), mode="tensor")))
-            labels.append(batch["data_samples"])
-    if not labels:
+                mirrored = model.test_step({**batch, "inputs": batch["inputs"].flip(3)})
+                metrics["flip"].process(batch, [_average(a, b) for a, b in zip(outputs, mirrored)])
+    if not metrics["plain"].results:
         raise CncnnError(f"no readable images in {dataset_cfg['type']} split '{split}'")
-    truth = torch.cat(labels)
     reported = "flip" if tta == "flip" else "plain"
-    ensemble = torch.cat(runs[reported]["ensemble"])
-    return Evaluation(_report(runs[reported], truth), confusion_matrix(ensemble.argmax(1), truth, num_classes),
-                      list(info.classes), skipped, ensemble,
-                      _report(runs["plain"], truth) if reported == "flip" else None)
-
-
-def _append(store: dict[str, list], outputs: dict) -> None:
-    store.setdefault("ensemble", []).append(outputs["logits"].float().cpu())
-    for name, logits in outputs["heads"].items():
-        store.setdefault(name, []).append(logits.float().cpu())
-
-
-def _report(store: dict[str, list], truth: torch.Tensor) -> dict:
-    heads = {name: torch.cat(chunks) for name, chunks in store.items() if name != "ensemble"}
-    return accuracy_report(torch.cat(store["ensemble"]), heads, truth)
+    ensemble, heads, truth = stacked(metrics[reported].results)
+    return Evaluation(accuracy_report(ensemble, heads, truth),
+                      confusion_matrix(ensemble.argmax(1), truth, num_classes), list(info.classes), skipped,
+                      ensemble, accuracy_report(*stacked(metrics["plain"].results)) if reported == "flip" else None)
 
 
 def _average(a: dict, b: dict) -> dict:
-    """Mean of two forward passes' ensemble and per-classifier logits."""
-    return {"logits": (a["logits"] + b["logits"]) / 2,
+    """One image's two predict-mode outputs (itself and its mirror), averaged logit by logit."""
+    return {"logits": (a["logits"] + b["logits"]) / 2, "label": a["label"],
             "heads": {name: (a["heads"][name] + b["heads"][name]) / 2 for name in a["heads"]}}

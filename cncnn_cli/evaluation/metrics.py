@@ -40,7 +40,10 @@ def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes:
 
 @METRICS.register_module(name="cncnn_accuracy")
 class AccuracyMetric(BaseMetric):
-    """mmengine metric over the model's predict-mode outputs (one dict per image)."""
+    """mmengine metric over the model's predict-mode outputs (one dict per image).
+
+    Validation (mmengine's ValLoop) and ``cncnn eval`` both feed it, so both report the same numbers.
+    """
 
     default_prefix = ""
 
@@ -51,10 +54,14 @@ class AccuracyMetric(BaseMetric):
                                  "label": int(sample["label"])})
 
     def compute_metrics(self, results: list) -> dict:
-        ensemble = torch.stack([r["logits"] for r in results])
-        heads = {name: torch.stack([r["heads"][name] for r in results]) for name in results[0]["heads"]}
-        labels = torch.tensor([r["label"] for r in results])
-        report = accuracy_report(ensemble, heads, labels)
+        report = accuracy_report(*stacked(results))
         flat = {k: v for k, v in report.items() if k != "heads"}
         flat.update({f"{name}_top1": value for name, value in report["heads"].items()})
         return flat
+
+
+def stacked(results: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """The metric's per-image results as ensemble logits (N×K), per-classifier logits and labels (N)."""
+    ensemble = torch.stack([r["logits"] for r in results])
+    heads = {name: torch.stack([r["heads"][name] for r in results]) for name in results[0]["heads"]}
+    return ensemble, heads, torch.tensor([r["label"] for r in results])

@@ -46,32 +46,39 @@ class CncnnDataPreprocessor(BaseDataPreprocessor):
 
 
 class Classifier(BaseModel):
-    """Shared loss / predict logic for models whose forward yields named classifier logits."""
+    """Shared loss / predict / tensor logic for models whose forward yields named classifier logits.
 
-    def head_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    A subclass writes the pipeline once, in :meth:`forward_features`; every mode reads it.
+    """
+
+    def forward_features(self, images: torch.Tensor) -> dict:
+        """Normalized images → ``{"logits": ensemble, "heads": {name: logits}, "maps": masks or None}``."""
         raise NotImplementedError
 
     def forward(self, inputs: torch.Tensor, data_samples: torch.Tensor | None = None, mode: str = "tensor"):
+        if mode == "tensor":
+            return self.forward_features(inputs)
+        outputs = self.forward_features(inputs)
         if mode == "loss":
-            logits = self.head_logits(inputs)
             labels = torch.as_tensor(data_samples, device=inputs.device)
-            return {f"loss_{name}": F.cross_entropy(value, labels) for name, value in logits.items()}
+            return {f"loss_{name}": F.cross_entropy(value, labels) for name, value in outputs["heads"].items()}
         if mode == "predict":
-            logits = self.head_logits(inputs)
-            ensemble = ensemble_logits(logits)
+            ensemble, heads = outputs["logits"], outputs["heads"]
             labels = None if data_samples is None else torch.as_tensor(data_samples).tolist()
             return [
-                {"logits": ensemble[i], "heads": {k: v[i] for k, v in logits.items()},
+                {"logits": ensemble[i], "heads": {k: v[i] for k, v in heads.items()},
                  "label": None if labels is None else labels[i]}
                 for i in range(ensemble.shape[0])
             ]
-        if mode == "tensor":
-            return self.forward_features(inputs)
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', not {mode!r}")
 
-    def forward_features(self, images: torch.Tensor) -> dict:
-        logits = self.head_logits(images)
-        return {"logits": ensemble_logits(logits), "heads": logits, "maps": None}
+    def infer(self, data: dict) -> dict:
+        """A loader batch (uint8 ``inputs``) → tensor-mode outputs, through the model's own preprocessor.
+
+        mmengine's ``test_step`` is the same path in predict mode (one dict per image);
+        this one keeps the batch tensors and the maps that pictures need.
+        """
+        return self(self.data_preprocessor(data, False)["inputs"], mode="tensor")
 
 
 def ensemble_logits(logits: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -91,9 +98,6 @@ class CNCNN(Classifier):
         channels = self.fusion.out_channels
         self.attention = build_from(ATTENTIONS, attention, "attention", channels=channels)
         self.head = build_from(HEADS, head, "head", channels=channels, num_classes=num_classes)
-
-    def head_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.forward_features(images)["heads"]
 
     def forward_features(self, images: torch.Tensor) -> dict:
         """The pipeline, once: per-head logits and their ensemble, attended maps A_l, spatial masks."""

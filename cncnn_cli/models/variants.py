@@ -12,6 +12,8 @@ VARIANTS: dict[str, tuple[str, str] | None] = {
     "hl+lh": ("sum", "spatial_channel"),
     "full": ("convlstm", "spatial_channel"),
 }
+#: ``cncnn benchmark`` also times the full model computed the authors' way (``fusion=convlstm_official``).
+OFFICIAL_FORMULATION = "official-formulation"
 #: The paper's CUB-200-2011 top-1 per variant (ResNet-50, Tables 2 and 3).
 PAPER_CUB_TOP1 = {"baseline": 84.1, "hl": 86.6, "hl+lh": 87.2, "full": 88.9}
 

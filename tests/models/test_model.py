@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from cncnn_cli.models.classifier import build_model
 from cncnn_plugins.backbones import ResNetBackbone
 from cncnn_plugins.fusions import ConvLSTM, Laterals
-from tests.conftest import tiny_model_config
-from tests.reference import convlstm_plain
+from tests.helpers.configs import tiny_model_config
+from tests.helpers.reference import convlstm_plain
 
 
 def test_split_convlstm_equals_one_conv_over_x_and_h():

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cncnn_cli.cli.data import app
 from cncnn_cli.data.check import check_dataset
-from tests.dataset_fixtures import (
+from tests.helpers.datasets import (
     make_aircraft,
     make_cub,
     make_imagefolder,

@@ -15,8 +15,8 @@ from cncnn_cli.models.classifier import build_model
 from cncnn_cli.models.ops import lstm_gates, phase_plan, scatter_phases, upsampled_conv
 from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion
 from cncnn_plugins.official_formulation import OfficialConvLSTMFusion
-from tests.conftest import tiny_model_config
-from tests.reference import convlstm_plain
+from tests.helpers.configs import tiny_model_config
+from tests.helpers.reference import convlstm_plain
 
 FLOAT64 = dict(rtol=1e-9, atol=1e-11)
 FLOAT32 = dict(rtol=1e-4, atol=1e-5)

@@ -17,7 +17,7 @@ from cncnn_cli.registry import DATASETS, describe
 from cncnn_cli.data.transforms import build_transform
 from cncnn_plugins.datasets import Demo, UnreadableImageWarning, build_dataset
 from cncnn_cli.data.dataset import decode
-from tests.dataset_fixtures import (
+from tests.helpers.datasets import (
     make_aircraft,
     make_cars,
     make_cars_annos,

@@ -15,12 +15,12 @@ from safetensors.torch import load_file
 
 from cncnn_cli.weights.checkpoint import read_checkpoint
 from cncnn_cli.cli.main import main
-from tests import dataset_fixtures as fixtures
-from tests.conftest import DEMO, TINY
+from tests.helpers import datasets as fixtures
+from tests.helpers.configs import DEMO, TINY
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).parent
+HELPERS = Path(__file__).parents[1] / "helpers"
 def _train(work_dir: Path, *extra: str, recipe: str = "demo") -> int:
     return main(["train", recipe, "--work-dir", str(work_dir), *TINY, *extra])
 
@@ -81,7 +81,7 @@ def test_interrupted_and_resumed_equals_straight(tmp_path, capsys, interrupt):
     args = [*DEMO, "--epochs", "3", "--seed", "3"]
     assert _train(tmp_path / "straight", *args) == 0
     hook = "{'type': 'InterruptAt', 'epoch': 1, 'iteration': 2, 'mode': '%s'}" % interrupt
-    code = _train(tmp_path / "resumed", *args, "--plugin", str(HERE / "interrupt_hook.py"),
+    code = _train(tmp_path / "resumed", *args, "--plugin", str(HELPERS / "interrupt_hook.py"),
                   "--cfg-options", f"custom_hooks=[{hook}]")
     assert code == 130 if interrupt == "signal" else code != 0
     if interrupt == "signal":
@@ -182,7 +182,7 @@ def test_one_run_per_work_dir_and_a_killed_run_does_not_block(tmp_path, capsys):
     work = tmp_path / "run"
     hook = "custom_hooks=[{'type': 'SleepBeforeTrain', 'seconds': 300}]"
     first = subprocess.Popen(_cli("train", "demo", "--work-dir", str(work), *TINY, *DEMO, "--epochs", "1",
-                                  "--plugin", str(HERE / "protocol_plugins.py"), "--cfg-options", hook),
+                                  "--plugin", str(HELPERS / "protocol_plugins.py"), "--cfg-options", hook),
                              stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
         deadline = time.time() + 120
@@ -221,7 +221,7 @@ def test_two_process_run_with_a_batch_left_with_one_readable_image(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cncnn_cli",
          "train", "demo", "--work-dir", str(tmp_path / "ddp"), "--launcher", "pytorch", "--device", "cpu",
-         "--plugin", str(HERE / "protocol_plugins.py"), "--dataset", "rank1_unreadable_demo", *TINY, *DEMO,
+         "--plugin", str(HELPERS / "protocol_plugins.py"), "--dataset", "rank1_unreadable_demo", *TINY, *DEMO,
          "--epochs", "1", "--batch-size", "4"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -253,13 +253,13 @@ def test_curves_from_a_real_short_run(tmp_path):
         assert image.width >= 800
 
 
-def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
+def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch, cncnn_checkpoint):
     import errno
 
     import cncnn_cli.weights.checkpoint as checkpoint
     from cncnn_cli.errors import CncnnError
 
-    info, weights = read_checkpoint(_converted_demo_checkpoint(tmp_path))
+    info, weights = read_checkpoint(cncnn_checkpoint)
     target = tmp_path / "last.safetensors"
     checkpoint.save_checkpoint(target, weights, info)
     before = target.read_bytes()
@@ -274,19 +274,6 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
     assert target.read_bytes() == before
     assert target.stat().st_mode & 0o044  # readable by others, like any file the user writes
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-
-
-def _converted_demo_checkpoint(tmp_path: Path) -> Path:
-    from cncnn_cli.weights.checkpoint import Checkpoint, save_checkpoint
-    from cncnn_cli.models.classifier import build_model
-    from tests.conftest import tiny_model_config
-
-    model = build_model(tiny_model_config())
-    path = tmp_path / "tiny.safetensors"
-    save_checkpoint(path, model.state_dict(), Checkpoint(model=tiny_model_config(), classes=list("abcde"),
-                                                         preprocess={"resize": 40, "crop": 32, "mean": [0, 0, 0],
-                                                                     "std": [1, 1, 1]}))
-    return path
 
 
 def test_a_truncated_jpeg_is_skipped_with_a_warning_and_counted(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cncnn_cli.cli.main import main
-from tests.conftest import DEMO, TINY
+from tests.helpers.configs import DEMO, TINY
 
 BAD_FLAGS = {
     "negative lr": ["--lr", "-1"],

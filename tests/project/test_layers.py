@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Package (or module) → layer; a module may import its own layer and those below.
 LAYERS = {
     "cncnn_cli": 0, "cncnn_cli.errors": 0, "cncnn_cli.registry": 0, "cncnn_cli.utils": 0,

@@ -14,15 +14,15 @@ from cncnn_cli.cli.main import main
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.models.variants import VARIANTS, variant_model
 from cncnn_plugins.fusions import ReplicatedSyncBatchNorm2d
-from tests.conftest import tiny_model_config
-from tests.conftest import DEMO, TINY
+from tests.helpers.configs import tiny_model_config
+from tests.helpers.configs import DEMO, TINY
 
 
 def _train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict, dict]:
     """Logits and every gradient of one train-mode forward and backward of the summed losses."""
     model.train()
     model.zero_grad()
-    logits = model.head_logits(images)
+    logits = model.forward_features(images)["heads"]
     sum(nn.functional.cross_entropy(value, labels) for value in logits.values()).backward()
     return logits, {name: p.grad.clone() for name, p in model.named_parameters()}
 
@@ -48,8 +48,8 @@ def test_converted_model_trains_like_the_unconverted_one(variant):
         torch.testing.assert_close(synced_state[name], plain_state[name], rtol=1e-5, atol=1e-6, msg=name)
     plain.eval(), synced.eval()
     with torch.no_grad():
-        torch.testing.assert_close(synced.head_logits(images)["cls3" if variant != "baseline" else "fc"],
-                                   plain.head_logits(images)["cls3" if variant != "baseline" else "fc"])
+        torch.testing.assert_close(synced(images)["logits"],
+                                   plain(images)["logits"])
 
 
 def test_sync_bn_on_several_cpu_processes_stops_before_the_work_dir(tmp_path, monkeypatch, capsys):

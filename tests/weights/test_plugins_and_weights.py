@@ -12,7 +12,7 @@ from cncnn_cli.cli.main import main
 from cncnn_cli.registry import FUSIONS, load_plugins
 from cncnn_plugins.backbones import ResNetBackbone
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_plugins_lists_every_registry_with_descriptions(capsys):

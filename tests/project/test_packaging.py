@@ -11,7 +11,7 @@ from pathlib import Path
 from cncnn_cli import __version__
 from cncnn_cli.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Source folder → the name it is installed under.
 INSTALLED_AS = {"cncnn_cli": "cncnn_cli", "plugins": "cncnn_plugins", "recipes": "cncnn_recipes"}
 

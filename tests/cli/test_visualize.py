@@ -13,7 +13,7 @@ from cncnn_cli.weights.checkpoint import Checkpoint, save_checkpoint
 from cncnn_cli.cli.main import main
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.visualization.plotting import confusion_figure, save_figure
-from tests import dataset_fixtures as fixtures
+from tests.helpers import datasets as fixtures
 
 IMAGE_SIZE = 64
 PREPROCESS = dict(resize=IMAGE_SIZE + 8, crop=IMAGE_SIZE)

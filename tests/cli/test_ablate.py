@@ -9,7 +9,7 @@ import pytest
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.cli.main import main
 from cncnn_cli.models.variants import select_variant, variant_model
-from tests.conftest import DEMO, TINY
+from tests.helpers.configs import DEMO, TINY
 
 pytestmark = pytest.mark.slow
 

@@ -13,25 +13,9 @@ from PIL import Image
 from cncnn_cli.weights.checkpoint import read_checkpoint
 from cncnn_cli.cli.main import main
 from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
-from tests.reference import cncnn_logits, random_official_state
+from tests.helpers.reference import cncnn_logits
 
 IMAGE_SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def official_state():
-    return random_official_state("resnet18", channels=32, hidden=16, num_classes=5)
-
-
-@pytest.fixture()
-def converted(tmp_path, official_state):
-    src = tmp_path / "official.pth"
-    torch.save(official_state, src)
-    classes = tmp_path / "classes.txt"
-    classes.write_text("\n".join(f"bird {i}" for i in range(5)) + "\n")
-    dst = tmp_path / "converted.safetensors"
-    assert main(["convert", "official", str(src), str(dst), "--classes", str(classes)]) == 0
-    return dst
 
 
 def _image(path: Path, mode: str = "RGB", seed: int = 0, size=(80, 72)) -> Path:
@@ -49,8 +33,8 @@ def _reference_probabilities(state, path: Path, preprocess: dict) -> torch.Tenso
     return torch.softmax(cncnn_logits(state, "resnet18", x)["ensemble"], 1)[0]
 
 
-def test_converted_checkpoint_is_self_describing(converted):
-    info, state = read_checkpoint(converted)
+def test_converted_checkpoint_is_self_describing(converted_checkpoint):
+    info, state = read_checkpoint(converted_checkpoint)
     assert info.model["num_classes"] == 5 and info.model["head"]["hidden"] == 16
     assert info.model["fusion"] == {"type": "convlstm", "channels": 32}
     assert info.model["backbone"]["type"] == "resnet18"
@@ -139,15 +123,15 @@ def test_a_pickled_payload_never_runs_in_convert_or_predict(tmp_path, official_s
     assert "Traceback" not in err and "weights-only" in err
 
 
-def test_bad_checkpoints_get_one_clear_line_and_exit_2(tmp_path, converted, capsys):
+def test_bad_checkpoints_get_one_clear_line_and_exit_2(tmp_path, converted_checkpoint, capsys):
     image = str(_image(tmp_path / "x.png"))
     truncated = tmp_path / "truncated.safetensors"
-    truncated.write_bytes(converted.read_bytes()[:5000])
+    truncated.write_bytes(converted_checkpoint.read_bytes()[:5000])
     from safetensors.torch import save_file
     foreign = tmp_path / "foreign.safetensors"
     save_file({"weight": torch.zeros(2)}, str(foreign))
     other = tmp_path / "other.safetensors"
-    info, weights = read_checkpoint(converted)
+    info, weights = read_checkpoint(converted_checkpoint)
     from cncnn_cli.weights.checkpoint import Checkpoint, save_checkpoint
     info.model["head"]["hidden"] = 32  # metadata that does not fit the weights
     save_checkpoint(other, weights, Checkpoint(**info.__dict__))
@@ -161,7 +145,7 @@ def test_bad_checkpoints_get_one_clear_line_and_exit_2(tmp_path, converted, caps
 
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "I;16", "exif"])
-def test_predict_handles_every_image_mode(tmp_path, converted, capsys, mode):
+def test_predict_handles_every_image_mode(tmp_path, converted_checkpoint, capsys, mode):
     if mode == "exif":
         path = tmp_path / "rotated.jpg"
         image = Image.new("RGB", (90, 60), (200, 30, 30))
@@ -172,18 +156,18 @@ def test_predict_handles_every_image_mode(tmp_path, converted, capsys, mode):
         path = _image(tmp_path / "cmyk.jpg", "CMYK")
     else:
         path = _image(tmp_path / f"img_{mode.replace(';', '')}.png", mode)
-    assert main(["predict", str(path), "--checkpoint", str(converted), "--json", "--topk", "2"]) == 0
+    assert main(["predict", str(path), "--checkpoint", str(converted_checkpoint), "--json", "--topk", "2"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert len(document[0]["predictions"]) == 2
 
 
-def test_unreadable_inputs_get_error_entries_and_the_rest_are_predicted(tmp_path, converted, capsys):
+def test_unreadable_inputs_get_error_entries_and_the_rest_are_predicted(tmp_path, converted_checkpoint, capsys):
     good = _image(tmp_path / "good.png")
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    assert main(["predict", str(good), str(corrupt), str(text), "--checkpoint", str(converted), "--json"]) == 2
+    assert main(["predict", str(good), str(corrupt), str(text), "--checkpoint", str(converted_checkpoint), "--json"]) == 2
     captured = capsys.readouterr()
     document = json.loads(captured.out)
     assert "predictions" in document[0]
@@ -192,7 +176,7 @@ def test_unreadable_inputs_get_error_entries_and_the_rest_are_predicted(tmp_path
     assert "Traceback" not in captured.err
 
 
-def test_directories_are_walked_and_the_default_checkpoint_is_the_newest_best(tmp_path, converted, capsys,
+def test_directories_are_walked_and_the_default_checkpoint_is_the_newest_best(tmp_path, converted_checkpoint, capsys,
                                                                               monkeypatch):
     folder = tmp_path / "photos" / "nested"
     folder.mkdir(parents=True)
@@ -200,7 +184,7 @@ def test_directories_are_walked_and_the_default_checkpoint_is_the_newest_best(tm
         _image(folder / f"p{i}.jpg", seed=i)
     run = tmp_path / "work_dirs" / "demo"
     run.mkdir(parents=True)
-    (run / "best.safetensors").write_bytes(converted.read_bytes())
+    (run / "best.safetensors").write_bytes(converted_checkpoint.read_bytes())
     monkeypatch.chdir(tmp_path)
     assert main(["predict", "photos", "--json"]) == 0
     captured = capsys.readouterr()
@@ -214,11 +198,11 @@ def test_predict_without_any_checkpoint_says_how_to_get_one(tmp_path, monkeypatc
     assert "cncnn train demo" in capsys.readouterr().err
 
 
-def test_python_api(tmp_path, converted):
+def test_python_api(tmp_path, converted_checkpoint):
     from cncnn_cli.apis.inference import Predictor
 
-    predictor = Predictor.from_checkpoint(converted, device="cpu")
+    predictor = Predictor.from_checkpoint(converted_checkpoint, device="cpu")
     results = predictor.predict([_image(tmp_path / "a.png"), Image.new("RGB", (50, 50))], topk=3)
     assert [len(r.predictions) for r in results] == [3, 3]
-    assert abs(sum(p["score"] for p in Predictor.from_checkpoint(converted).predict(
+    assert abs(sum(p["score"] for p in Predictor.from_checkpoint(converted_checkpoint).predict(
         [Image.new("RGB", (50, 50))], topk=5)[0].predictions) - 1) < 1e-5

@@ -17,13 +17,13 @@ from cncnn_cli.engine.protocol import stratified_holdout
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.evaluation.evaluate import evaluate_checkpoint
 from cncnn_cli.cli.main import main
-from tests import dataset_fixtures as fixtures
-from tests import protocol_plugins
-from tests.conftest import DEMO, TINY
+from tests.helpers import datasets as fixtures
+from tests.helpers import protocol_plugins
+from tests.helpers.configs import DEMO, TINY
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).parent
+HELPERS = Path(__file__).parents[1] / "helpers"
 
 
 def test_holdout_is_stratified_disjoint_and_fixed_by_the_seed():
@@ -137,7 +137,7 @@ def test_stop_mid_accumulation_waits_for_the_step_and_resumes_exactly(tmp_path, 
     assert main(["train", "demo", "--work-dir", str(tmp_path / "straight"), *TINY, *args]) == 0
     hook = "{'type': 'InterruptAt', 'epoch': 0, 'iteration': 2, 'mode': 'signal'}"  # after micro-batch 3 of 10
     assert main(["train", "demo", "--work-dir", str(tmp_path / "resumed"), *TINY, *args,
-                 "--plugin", str(HERE / "interrupt_hook.py"), "--cfg-options", f"custom_hooks=[{hook}]"]) == 130
+                 "--plugin", str(HELPERS / "interrupt_hook.py"), "--cfg-options", f"custom_hooks=[{hook}]"]) == 130
     state = torch.load(tmp_path / "resumed" / "state.pth", weights_only=True)
     assert state["meta"]["iter"] == 4 and state["cncnn"]["sampler_skip"] == 16  # stopped at the step's end
     assert main(["train", "demo", "--work-dir", str(tmp_path / "resumed"), *TINY, *args, "--resume"]) == 0
@@ -150,7 +150,7 @@ def test_stop_mid_accumulation_waits_for_the_step_and_resumes_exactly(tmp_path, 
 def test_out_of_memory_names_the_batch_and_the_flags_that_fit_and_keeps_the_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "demo", "--work-dir", str(run), *TINY, *DEMO, "--batch-size", "4", "--epochs", "3",
-                 "--plugin", str(HERE / "protocol_plugins.py"),
+                 "--plugin", str(HELPERS / "protocol_plugins.py"),
                  "--cfg-options", "custom_hooks=[{'type': 'OutOfMemoryAt', 'epoch': 1}]"])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err

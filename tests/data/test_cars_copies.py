@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from cncnn_cli.cli.data import app
 from cncnn_cli.errors import CncnnError
 from cncnn_plugins.datasets import StanfordCarsDataset, build_dataset
-from tests.dataset_fixtures import (
+from tests.helpers.datasets import (
     CAR_CLASSES,
     _save_struct,
     make_cars,

@@ -9,7 +9,7 @@ import torch
 from cncnn_cli.models import build_model
 from cncnn_cli.registry import FUSIONS, build_from
 from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion
-from tests.conftest import tiny_model_config
+from tests.helpers.configs import tiny_model_config
 
 FLOAT64 = dict(rtol=1e-9, atol=1e-11)
 

@@ -9,8 +9,8 @@ from PIL import Image
 
 from cncnn_cli.data.images import ImageReadError, open_checked, set_max_pixels
 from cncnn_cli.cli.main import main
-from tests import dataset_fixtures as fixtures
-from tests.conftest import TINY
+from tests.helpers import datasets as fixtures
+from tests.helpers.configs import TINY
 
 
 @pytest.fixture(autouse=True)
