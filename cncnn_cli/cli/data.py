@@ -1,20 +1,21 @@
-"""``cncnn data``: inspect a dataset before training on it."""
+"""``cncnn data``: get a dataset, check the files of a copy, inspect it before training on it."""
 from __future__ import annotations
 
 import json
 import statistics
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from cncnn_cli.config.recipes import dataset_from_recipe
-from cncnn_cli.data.check import DataReport, check_dataset
 from cncnn_cli.cli.common import MaxPixelsOption, PluginOption, setup
 from cncnn_cli.errors import CncnnError
+
+if TYPE_CHECKING:  # the data modules import torch: loaded inside the commands, so --help stays fast
+    from cncnn_cli.data.check import DataReport
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,7 +27,7 @@ MAX_UNLISTED_ROWS = 20
 
 @app.callback()
 def data() -> None:
-    """Inspect datasets before training: cncnn data check --dataset cub --data-root DIR."""
+    """Get and inspect datasets: cncnn data download cub; cncnn data check --dataset cub --data-root DIR."""
 
 
 @app.command()
@@ -50,6 +51,8 @@ def check(
 
     Example: cncnn data check aircraft --data-root ~/data
     """
+    from cncnn_cli.data.check import check_dataset
+
     stderr = Console(stderr=True)
     try:
         setup(plugin, max_pixels)
@@ -68,6 +71,8 @@ def check(
 
 def _resolve(recipe: str | None, dataset: str | None, data_root: str | None) -> tuple[str, str | None, dict]:
     """Dataset name, root and options from the recipe, overridden by the flags."""
+    from cncnn_cli.config.recipes import dataset_from_recipe
+
     if recipe is None and dataset is None:
         raise CncnnError("give a RECIPE or --dataset NAME (e.g. cncnn data check --dataset demo)")
     options = dataset_from_recipe(recipe) if recipe is not None else {}
@@ -127,6 +132,69 @@ def _print_notes(report: DataReport, console: Console) -> None:
             console.print(f"  - {path}", markup=False, highlight=False, soft_wrap=True)
         if len(report.unlisted) > MAX_UNLISTED_ROWS:
             console.print(f"  ... and {len(report.unlisted) - MAX_UNLISTED_ROWS} more (--json lists them all)")
+
+
+@app.command()
+def download(
+    dataset: str = typer.Argument(..., help="cub or aircraft (Stanford Cars has no official download)."),
+    root: Path = typer.Option(Path("data"), "--root", help="Folder to download and extract into."),
+    source: Optional[str] = typer.Option(None, "--from", help="A mirror URL, or the archive already on disk.",
+                                         show_default=False),
+    sha256: Optional[str] = typer.Option(None, "--sha256", show_default=False,
+                                         help="Expect this sum instead of the published one (a repackaged mirror)."),
+    plugin: PluginOption = None,
+) -> None:
+    """Download the published archive, verify its sha256, extract it safely, then check it as data check does.
+
+    An interrupted download resumes when run again; nothing is extracted unless the sum matches;
+    an archive already downloaded and extracted is not fetched again.
+
+    Exit code 0: downloaded and clean; 1: the download failed or the check found problems; 2: bad input.
+
+    Example: cncnn data download cub --root ~/data
+
+    Example: cncnn data download aircraft --root ~/data --from ~/Downloads/fgvc-aircraft-2013b.tar.gz
+    """
+    from cncnn_cli.data.check import check_dataset
+    from cncnn_cli.data.download import download_dataset
+
+    setup(plugin)
+    download_dataset(dataset, root, source, sha256)
+    stderr = Console(stderr=True)
+    with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
+        report = check_dataset(dataset, str(root), progress=progress)
+    _print_report(report, Console())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def verify(
+    dataset: str = typer.Argument(..., help="Dataset whose published files to compare with: cars, cub, aircraft."),
+    files: list[Path] = typer.Argument(..., help="The archives or files you have (any names).",
+                                       show_default=False),
+    plugin: PluginOption = None,
+) -> None:
+    """Compare files you already have with the dataset's published sha256 sums, one line per file.
+
+    For Stanford Cars, whose site is gone: the original cars_train.tgz, cars_test.tgz,
+    car_devkit.tgz and cars_test_annos_withlabels.mat. A re-packaged copy has other sums;
+    cncnn data check tells whether its contents are complete.
+
+    Exit code 0: every file is a published one; 1: some are not; 2: a file is missing.
+
+    Example: cncnn data verify cars cars_train.tgz cars_test.tgz car_devkit.tgz cars_test_annos_withlabels.mat
+    """
+    from cncnn_cli.data.download import verify_files
+
+    setup(plugin)
+    verdicts = verify_files(dataset, files)
+    console = Console()
+    for verdict in verdicts:
+        console.print(verdict.line(), markup=False, highlight=False, soft_wrap=True)
+    if not all(verdict.ok for verdict in verdicts):
+        Console(stderr=True).print(f"a re-packaged copy has other sums: cncnn data check --dataset {dataset} "
+                                   "--data-root DIR tells whether its contents are complete", soft_wrap=True)
+    raise typer.Exit(0 if all(verdict.ok for verdict in verdicts) else 1)
 
 
 @app.command()

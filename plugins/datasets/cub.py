@@ -7,6 +7,7 @@ from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
 
 from cncnn_cli.data.dataset import FineGrainedDataset, check_split, dataset_dir, read_pairs, require
+from cncnn_cli.data.download import Archive
 
 FOLDER = "CUB_200_2011"
 LAYOUT = (
@@ -31,6 +32,10 @@ class CUB(FineGrainedDataset):
 
     name = "cub"
     published: ClassVar[dict[str, int]] = {"train": 5994, "test": 5794, "classes": 200}
+    #: CaltechDATA record 65de6-vp158, which also publishes md5 97eceeb196236b17998738112f37df78.
+    archives: ClassVar[tuple[Archive, ...]] = (Archive(
+        "CUB_200_2011.tgz", "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",
+        1_150_585_339, "0c685df5597a8b24909f6a7c9db6d11e008733779a671760afef78feb49bf081"),)
 
     def __init__(self, data_root: str, split: str = "train", transform: Callable | None = None) -> None:
         super().__init__(transform)

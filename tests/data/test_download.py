@@ -170,6 +170,14 @@ def test_a_server_that_ignores_range_gets_a_clean_restart(tmp_path, published, s
     assert (tmp_path / "data" / NAME).read_bytes() == cub_tgz
 
 
+def test_a_part_file_that_is_already_whole_is_kept(tmp_path, published, server, cub_tgz):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / f"{NAME}.part").write_bytes(cub_tgz)
+    assert _download(tmp_path / "data") == 0
+    assert server.ranges == [f"bytes={len(cub_tgz)}-"]  # answered 416: nothing left to send
+    assert (tmp_path / "data" / "CUB_200_2011" / "images.txt").is_file()
+
+
 def test_a_truncated_archive_is_refused_naming_both_sums(tmp_path, published, server, cub_tgz, capsys):
     truncated = cub_tgz[: len(cub_tgz) // 2]
     server.files[f"/{NAME}"] = truncated

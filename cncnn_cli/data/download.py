@@ -1,0 +1,290 @@
+"""``cncnn data download`` and ``cncnn data verify``: get a published archive, prove it is the published one.
+
+The archives are gigabytes on university servers, so a dropped connection resumes from
+``NAME.part`` (HTTP ``Range``) instead of starting over. Nothing is extracted before the
+file's sha256 matches: a truncated or altered archive would otherwise give a dataset with
+missing images and results nobody can compare. Extraction goes into a temporary folder inside
+the root, through tarfile's ``data`` filter (no member or link may land outside it), and is
+renamed into place only when complete, so a failure never leaves half a dataset behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cncnn_cli import __version__
+from cncnn_cli.data.dataset import dataset_class
+from cncnn_cli.errors import CncnnError
+from cncnn_cli.utils.atomic import atomic_write
+from cncnn_cli.utils.console import say
+from cncnn_cli.utils.progress import progress
+
+CHUNK = 1 << 20
+#: Seconds without a byte before a connection counts as dropped (the .part file is kept).
+TIMEOUT_S = 60
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One published file of a dataset: its name, where it is published (``None``: nowhere any
+    more), its size in bytes and its sha256. Dataset classes list theirs in ``archives``."""
+
+    name: str
+    url: str | None
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one user-supplied file compares with a dataset's published files."""
+
+    path: Path
+    sha256: str
+    size: int
+    #: The published file with this sha256, if any.
+    match: Archive | None
+    #: The published file of the same name, if any (for a mismatch: what it should have been).
+    namesake: Archive | None
+
+    @property
+    def ok(self) -> bool:
+        return self.match is not None
+
+    def line(self) -> str:
+        if self.match is not None:
+            return f"OK        {self.path}: {self.match.name}, sha256 as published"
+        if self.namesake is not None:
+            sizes = "" if self.size == self.namesake.size else \
+                f"; {self.size:,} bytes, published {self.namesake.size:,}"
+            return (f"MISMATCH  {self.path}: sha256 {self.sha256}, published {self.namesake.sha256} "
+                    f"for {self.namesake.name}{sizes}")
+        return f"UNKNOWN   {self.path}: sha256 {self.sha256} is not the sum of any published file"
+
+
+def published_archives(name: str) -> tuple[Archive, ...]:
+    """The ``archives`` of the dataset registered as ``name``, or an error when it has none."""
+    archives = tuple(getattr(dataset_class(name), "archives", ()))
+    if not archives:
+        raise CncnnError(f"dataset '{name}' has no published archives to download or verify")
+    return archives
+
+
+def download_dataset(name: str, root: str | Path, source: str | None = None, sha256: str | None = None) -> list[Path]:
+    """Fetch dataset ``name``'s archive (or take it from ``source``), verify it, extract it into ``root``.
+
+    ``source`` is a mirror URL or an archive already on disk; ``sha256`` replaces the published
+    sum for a mirror that repackaged the archive. Returns the extracted top-level paths. An
+    archive already downloaded, verified and extracted there is neither fetched nor extracted again.
+    """
+    archive = _downloadable(name)
+    expected = _expected_sum(archive, sha256)
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    done = _already_extracted(root, archive, expected)
+    if done:
+        say(f"{archive.name}: already downloaded, verified and extracted in {root}; nothing fetched")
+        return done
+    local = _local_file(source)
+    path = local or _fetch_once(source or archive.url, root / archive.name)
+    actual = file_sha256(path)
+    if actual != expected:
+        if local is None:
+            path.unlink()  # so that the next run fetches it afresh
+        raise _mismatch(path, archive, expected, actual, downloaded=local is None)
+    say(f"{path}: sha256 verified; extracting into {root}")
+    entries = extract(path, root)
+    with atomic_write(_marker(root, archive)) as tmp:
+        tmp.write_text(json.dumps({"sha256": expected, "entries": [entry.name for entry in entries]}))
+    return entries
+
+
+def verify_files(name: str, paths: list[Path]) -> list[Verdict]:
+    """Compare each of ``paths`` with dataset ``name``'s published files by sha256 (any file name)."""
+    archives = published_archives(name)
+    missing = [path for path in paths if not Path(path).is_file()]
+    if missing:
+        raise CncnnError(f"{missing[0]}: no such file")
+    by_sum = {archive.sha256: archive for archive in archives}
+    by_name = {archive.name: archive for archive in archives}
+    verdicts = []
+    for path in map(Path, paths):
+        digest = file_sha256(path)
+        verdicts.append(Verdict(path, digest, path.stat().st_size, by_sum.get(digest), by_name.get(path.name)))
+    return verdicts
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of ``path``, with a progress display (the archives take a while to read)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file, progress(f"sha256 {path.name}", total=path.stat().st_size, unit="B") as bar:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+            bar.advance(len(chunk))
+    return digest.hexdigest()
+
+
+def fetch(url: str, target: Path) -> Path:
+    """Download ``url`` to ``target`` through ``target.part``, resuming a part left by an earlier try.
+
+    A server that ignores ``Range`` (200 instead of 206) gets a clean restart. An interrupted
+    transfer keeps the part and raises (exit 1) with how to resume: run the same command again.
+    """
+    part = target.with_name(f"{target.name}.part")
+    start = part.stat().st_size if part.is_file() else 0
+    headers = {"User-Agent": f"cncnn/{__version__}", **({"Range": f"bytes={start}-"} if start else {})}
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and start:  # nothing left to send: the part is the whole file
+            return part.replace(target)
+        raise CncnnError(f"could not download {url}: HTTP {exc.code} {exc.reason}", exit_code=1) from None
+    except OSError as exc:
+        raise CncnnError(f"could not reach {url}: {getattr(exc, 'reason', exc)}; behind a firewall, get the "
+                         f"archive another way and pass --from FILE", exit_code=1) from None
+    with response:
+        offset = _resume_offset(response, start, target.name)
+        total = offset + response.length if response.length is not None else None
+        received = _receive(response, part, offset, total, target.name)
+    if total is not None and received < total:
+        raise CncnnError(f"download of {target.name} interrupted at {received:,} of {total:,} bytes; run the "
+                         f"same command again to resume from {part}", exit_code=1)
+    return part.replace(target)
+
+
+def extract(archive: Path, root: Path) -> list[Path]:
+    """Extract the tar ``archive`` into ``root`` safely; the top-level paths it created.
+
+    Members go into a temporary folder inside ``root`` through the ``data`` filter, which
+    refuses absolute paths, ``..`` and links pointing outside; only a complete extraction
+    is renamed into place, and never over something already there.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extracting", dir=root))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        entries = sorted(tmp.iterdir())
+        taken = [root / entry.name for entry in entries if os.path.lexists(root / entry.name)]
+        if taken:
+            raise CncnnError(f"{taken[0]} already exists and is not from this archive; move it away or choose "
+                             f"another --root, then run again")
+        for entry in entries:
+            entry.rename(root / entry.name)
+        return [root / entry.name for entry in entries]
+    except tarfile.FilterError as exc:
+        raise CncnnError(f"{archive}: refused to extract, a member would land outside {root} ({exc}); "
+                         f"nothing was extracted") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise CncnnError(f"cannot extract {archive}: {exc}; nothing was extracted", exit_code=1) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _downloadable(name: str) -> Archive:
+    """The one archive of ``name`` that has a URL, or an error saying where copies come from."""
+    archives = [archive for archive in published_archives(name) if archive.url]
+    if not archives:
+        note = getattr(dataset_class(name), "download_note", "")
+        raise CncnnError(note or f"dataset '{name}' has no official download")
+    if len(archives) > 1:
+        raise CncnnError(f"dataset '{name}' publishes {len(archives)} archives; cncnn data download takes one")
+    return archives[0]
+
+
+def _expected_sum(archive: Archive, sha256: str | None) -> str:
+    if sha256 is None:
+        return archive.sha256
+    sha256 = sha256.strip().lower()
+    if not SHA256.fullmatch(sha256):
+        raise CncnnError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
+    if sha256 != archive.sha256:
+        say(f"--sha256: checking {archive.name} against {sha256}, not the published {archive.sha256}")
+    return sha256
+
+
+def _local_file(source: str | None) -> Path | None:
+    """``source`` as an archive on disk (a path or ``file://``), ``None`` for a URL or no source."""
+    if source is None:
+        return None
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme.lower() in ("http", "https", "ftp"):
+        return None
+    path = Path(urllib.request.url2pathname(parsed.path) if parsed.scheme.lower() == "file" else source).expanduser()
+    if not path.is_file():
+        raise CncnnError(f"--from {source}: no such file, and not a URL (http://, https://)")
+    return path
+
+
+def _fetch_once(url: str, target: Path) -> Path:
+    """``target`` if an earlier run finished downloading it (verified next), else :func:`fetch`."""
+    if target.is_file():
+        say(f"{target}: downloaded earlier; verifying it instead of fetching it again")
+        return target
+    return fetch(url, target)
+
+
+def _resume_offset(response, start: int, name: str) -> int:
+    """Where the response body starts in the file: ``start`` for a 206 resuming there, else 0."""
+    if not start:
+        return 0
+    if response.status != 206:
+        say(f"{name}: the server does not resume downloads (HTTP {response.status}); starting over")
+        return 0
+    content_range = response.headers.get("Content-Range", "")
+    if not content_range.startswith(f"bytes {start}-"):
+        raise CncnnError(f"{name}: the server resumed at {content_range!r}, not at byte {start}; delete "
+                         f"{name}.part and run again", exit_code=1)
+    return start
+
+
+def _receive(response, part: Path, offset: int, total: int | None, name: str) -> int:
+    """Write the body to ``part`` (appending after ``offset`` bytes); the bytes it now holds."""
+    received = offset
+    with open(part, "ab" if offset else "wb") as file, progress(name, total=total, unit="B") as bar:
+        bar.advance(offset)
+        try:
+            while chunk := response.read(CHUNK):
+                file.write(chunk)
+                received += len(chunk)
+                bar.advance(len(chunk))
+        except (OSError, http.client.HTTPException) as exc:  # reset, stalled, cut chunk: keep what arrived
+            say(f"{name}: connection lost ({exc})")
+    return received
+
+
+def _mismatch(path: Path, archive: Archive, expected: str, actual: str, downloaded: bool) -> CncnnError:
+    """The checksum error: bad input (2) for the user's own file, a failed run (1) for a download."""
+    if not downloaded:
+        return CncnnError(f"{path}: sha256 {actual}, expected {expected} for {archive.name}; it is truncated "
+                          f"or another file (a repackaged copy needs --sha256 of its own); nothing was extracted")
+    return CncnnError(f"{archive.name}: sha256 {actual}, expected {expected}; the download is truncated or "
+                      f"altered, so it was deleted and nothing was extracted; run again to fetch it afresh",
+                      exit_code=1)
+
+
+def _marker(root: Path, archive: Archive) -> Path:
+    return root / f".{archive.name}.extracted"
+
+
+def _already_extracted(root: Path, archive: Archive, expected: str) -> list[Path]:
+    """The paths an earlier run extracted from this very archive (same sum), if they are all still there."""
+    try:
+        record = json.loads(_marker(root, archive).read_text())
+    except (OSError, ValueError):
+        return []
+    entries = [root / name for name in record.get("entries", [])]
+    if record.get("sha256") != expected or not entries or not all(os.path.lexists(e) for e in entries):
+        return []
+    return entries
