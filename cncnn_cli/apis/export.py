@@ -181,7 +181,7 @@ def write_onnx(graph: ExportGraph, path: Path, size: tuple[int, int], batch: int
             program = torch.onnx.export(graph, (example,), dynamo=True, input_names=["images"],
                                         output_names=["logits"], dynamic_shapes=dynamic, opset_version=opset,
                                         verbose=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways; one line for people
         raise CncnnError(f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)})", exit_code=1) from None
     program.model.metadata_props.update(metadata)
     program.save(path, external_data=False)
@@ -193,7 +193,7 @@ def write_pt2(graph: ExportGraph, path: Path, size: tuple[int, int], batch: int 
     try:
         with torch.no_grad():
             program = torch.export.export(graph, (example,), dynamic_shapes=dynamic)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - as in write_onnx
         raise CncnnError(f"torch.export failed ({type(exc).__name__}: {_first_line(exc)})", exit_code=1) from None
     with open(path, "wb") as handle:  # a handle: torch.export warns about a path not ending in .pt2
         torch.export.save(program, handle)
