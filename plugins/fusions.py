@@ -5,9 +5,11 @@ Both take (S3, S4, S5) and return (F3, F4, F5), all C×H3×W3 (S3's size).
 
 Each part states MODEL.md's formula first, then the exact rewrite it runs by default. The
 laterals are computed at the native size and upsampled last. :meth:`ConvLSTM.plain_step` is
-the ConvLSTM's formula; :meth:`ConvLSTM.fast_step` gives the same numbers with the kernels of
-:mod:`cncnn_cli.models.ops` (``fast=False`` runs the formula). tests/test_speedups.py and
-tests/test_convlstm_paper_first.py check the rewrites against it, values and gradients.
+the ConvLSTM's formula (``fast=False`` runs it). Two exact fast paths give its numbers, chosen
+by ``impl``: ``phase`` (:meth:`ConvLSTM.fast_step`, the kernels of :mod:`cncnn_cli.models.ops`)
+and ``conv`` (:meth:`ConvLSTM.conv_step`, library convolutions); ``auto`` picks per device.
+tests/models/test_speedups.py and tests/models/test_convlstm_paper_first.py check the rewrites
+against the formula, values and gradients.
 """
 from __future__ import annotations
 
@@ -18,12 +20,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cncnn_cli.errors import CncnnError
 from cncnn_cli.models.ops import (autocast_once, integer_scale, lstm_gates, maybe_recompute, memory_format_of,
                                   scatter_phases, upsampled_conv)
 from cncnn_cli.registry import FUSIONS
 from cncnn_plugins.init import init_new_layers
 
 Maps = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+#: The ConvLSTM's exact fast paths (``impl``); ``auto`` picks one per device (:func:`resolve_impl`).
+IMPLS = ("auto", "phase", "conv")
+
+
+def resolve_impl(impl: str, device: torch.device, compiling: bool = False) -> str:
+    """The fast path ``impl`` runs on ``device``: ``auto`` is ``conv`` on CUDA and under torch.compile, else ``phase``.
+
+    By device type, not by timing, so that a run is deterministic and the choice is known
+    before the first batch. ``phase`` (hand im2col + one GEMM of the upsampled phases) wins on
+    CPU, where oneDNN is slow at thousands of output channels on small maps; cuDNN is fast at
+    the plain convolutions of ``conv``, and the compiler can trace ``conv`` whole (the phase
+    kernels stay eager under torch.compile).
+    """
+    if impl != "auto":
+        return impl
+    return "conv" if compiling or device.type == "cuda" else "phase"
 
 
 class ReplicatedBatchNorm2d(nn.BatchNorm2d):
@@ -144,25 +164,41 @@ class ConvLSTM(nn.Module):
         hₜ = σ(o)·tanh(cₜ)
 
     ``forward(sequence, size)`` returns [h₁, h₂, h₃] (F5, F4, F3); ``size`` defaults to the
-    last input's. ``fast=False`` runs :meth:`plain_step`, the formula in plain torch ops;
-    ``fast=True`` (the default) runs :meth:`fast_step`, the same numbers without upsampled
-    inputs or zero-state work. ``checkpoint=True`` recomputes each step in backward instead
-    of keeping its activations, so at most one step's activations are alive.
+    last input's. ``fast=False`` runs :meth:`plain_step`, the formula in plain torch ops, for
+    readers. ``fast=True`` (the default) runs an exact fast path, the same numbers without
+    zero-state work, chosen by ``impl`` (:data:`IMPLS`, :func:`resolve_impl`): ``phase`` is
+    :meth:`fast_step` (no upsampled inputs), ``conv`` is :meth:`conv_step` (library
+    convolutions only). ``checkpoint=True`` recomputes each step in backward instead of
+    keeping its activations, so at most one step's activations are alive.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, checkpoint: bool = False, fast: bool = True) -> None:
+    def __init__(self, channels: int, kernel_size: int = 3, checkpoint: bool = False, fast: bool = True,
+                 impl: str = "auto") -> None:
         super().__init__()
+        if impl not in IMPLS:
+            raise CncnnError(f"fusion impl {impl!r}: expected one of {', '.join(IMPLS)}")
+        if not fast and impl != "auto":
+            raise CncnnError(f"fusion fast=False runs the plain formula; impl={impl!r} chooses among the fast "
+                             f"paths: give one of the two")
         self.channels = channels
         self.padding = kernel_size // 2
         self.checkpoint = checkpoint
         self.fast = fast
+        self.impl = impl
         self.conv = nn.Conv2d(2 * channels, 4 * channels, kernel_size, padding=self.padding, bias=True)
+
+    def impl_on(self, device: torch.device, compiling: bool = False) -> str:
+        """What runs on ``device``: ``plain`` (``fast=False``), ``phase`` or ``conv``."""
+        return resolve_impl(self.impl, device, compiling) if self.fast else "plain"
 
     def forward(self, sequence: list[torch.Tensor], size: tuple[int, int] | None = None) -> list[torch.Tensor]:
         size = tuple(size or sequence[-1].shape[-2:])
+        impl = self.impl_on(sequence[-1].device, torch.compiler.is_compiling())
         step = self.plain_step
-        if self.fast:
+        if impl == "phase":
             step = partial(self.fast_step, memory_format=memory_format_of(sequence[-1]), w=self._step_weights())
+        elif impl == "conv":
+            step = partial(self.conv_step, w=self._step_weights())
         hidden: list[torch.Tensor] = []
         h = c = None
         for x in sequence:
@@ -210,8 +246,24 @@ class ConvLSTM(nn.Module):
         gates = scatter_phases(upsampled_conv(x, w.x, w.bias, scale), scale, x.shape[-2:], kernel, base=gates)
         return lstm_gates(gates, c)
 
+    def conv_step(self, x: torch.Tensor, h: torch.Tensor | None, c: torch.Tensor | None, size: tuple[int, int],
+                  w: _StepWeights) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`plain_step`'s (h', c') with library convolutions only (cuDNN's fast case); ``w`` as in :meth:`fast_step`.
+
+        x is upsampled here, at the ConvLSTM's input (the laterals ran at native size). At the
+        zero state ``conv_h(0) = 0`` and ``σ(f)·0 = 0``: one convolution of x with the i, o, g
+        rows. Later steps are the formula's one convolution over [x, h], which has the
+        multiply-adds of ``conv_x(x) + conv_h(h)`` in one call. The gate math is
+        :func:`~cncnn_cli.models.ops.lstm_gates`.
+        """
+        if x.shape[-2:] != size:
+            x = F.interpolate(x, size=size, mode="nearest")
+        if h is None:
+            return lstm_gates(F.conv2d(x, w.zero_state, w.zero_state_bias, padding=self.padding), None)
+        return lstm_gates(F.conv2d(torch.cat([x, h], 1), w.full, w.bias, padding=self.padding), c)
+
     def _step_weights(self) -> _StepWeights:
-        """The views :meth:`fast_step` uses, in autocast's dtype when autocast is on."""
+        """The views :meth:`fast_step` and :meth:`conv_step` use, in autocast's dtype when autocast is on."""
         c_in = self.channels
         weight, bias = autocast_once(self.conv.weight), autocast_once(self.conv.bias)
         # Views through splits, not slices: a split's backward is one concatenation, where
@@ -239,18 +291,31 @@ class ConvLSTMFusion(nn.Module):
     ``checkpoint=True`` recomputes the ConvLSTM's steps in backward instead of keeping
     their activations (less memory for one more ConvLSTM forward per training step).
     ``fast=False`` runs the ConvLSTM by its plain formula (:meth:`ConvLSTM.plain_step`);
-    the laterals stay computed at the native size (exact too).
+    the laterals stay computed at the native size (exact too). ``impl`` chooses the exact
+    fast path (``auto``, ``phase``, ``conv``: :func:`resolve_impl`); configs and checkpoints
+    without it get ``auto``. It changes no parameter: weights load across impls.
     """
 
     laterals_class: type[Laterals] = Laterals
 
     def __init__(self, in_channels: tuple[int, int, int], channels: int = 256, checkpoint: bool = False,
-                 fast: bool = True) -> None:
+                 fast: bool = True, impl: str = "auto") -> None:
         super().__init__()
         self.out_channels = channels
         self.laterals = self.laterals_class(in_channels, channels)
-        self.convlstm = ConvLSTM(channels, checkpoint=checkpoint, fast=fast)
+        self.convlstm = ConvLSTM(channels, checkpoint=checkpoint, fast=fast, impl=impl)
         init_new_layers(self)
+
+    @classmethod
+    def check_config(cls, part: dict, where: str) -> None:
+        """``impl`` is one of :data:`IMPLS` (checked with the recipe, before anything is built)."""
+        impl = part.get("impl", "auto")
+        if impl not in IMPLS:
+            raise CncnnError(f"{where}.impl: {impl!r} is not one of {', '.join(IMPLS)}")
+
+    def impl_on(self, device: torch.device, compiling: bool = False) -> str:
+        """The ConvLSTM path that runs on ``device`` (``plain``, ``phase`` or ``conv``), for reports."""
+        return self.convlstm.impl_on(device, compiling)
 
     def forward(self, feats: Maps) -> Maps:
         p3, p4, p5 = self.laterals.native(feats)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 
 from rich.table import Table
@@ -30,28 +31,39 @@ def run_ablation(recipe: str, variants: list[str], flags: dict, cfg_options: lis
                  command: list[str], seeds: int | None = None) -> tuple[int, Table | None]:
     """Train each variant (and seed) in its run dir, skipping finished runs and resuming interrupted ones.
 
-    Returns the exit code and, when every requested run finished, the results table.
+    Returns the exit code and, when every requested run finished, the results table. Each run
+    is announced as ``[k/N]`` with the time left, estimated from the runs trained so far.
     """
-    for variant in variants:
-        for seed, run_dir in run_dirs(root, variant, seeds):
-            cfg = resolve_config(recipe, flags if seed is None else {**flags, "seed": seed}, cfg_options)
-            cfg.model = variant_model(cfg.model, variant)
-            validate_model(cfg.model)
-            name = variant if seed is None else f"{variant} seed {seed}"
-            if is_finished(run_dir, cfg.train_cfg["max_epochs"]):
-                _same_selection(run_dir, "val" if cfg.val_fraction or cfg.val_split else "test")
-                say(f"{name}: already trained in {run_dir}, skipped")
-                continue
-            resume = "auto" if (run_dir / STATE_FILE).is_file() else None
-            say(f"{name}: {'resuming' if resume else 'training'} in {run_dir}")
-            code = run_training(cfg, run_dir, resume, command)
-            if code:
-                return code, None
+    runs = [(variant, seed, run_dir) for variant in variants for seed, run_dir in run_dirs(root, variant, seeds)]
+    durations: list[float] = []
+    for index, (variant, seed, run_dir) in enumerate(runs, 1):
+        cfg = resolve_config(recipe, flags if seed is None else {**flags, "seed": seed}, cfg_options)
+        cfg.model = variant_model(cfg.model, variant)
+        validate_model(cfg.model)
+        name = f"[{index}/{len(runs)}] {variant if seed is None else f'{variant} seed {seed}'}"
+        if is_finished(run_dir, cfg.train_cfg["max_epochs"]):
+            _same_selection(run_dir, "val" if cfg.val_fraction or cfg.val_split else "test")
+            say(f"{name}: already trained in {run_dir}, skipped")
+            continue
+        resume = "auto" if (run_dir / STATE_FILE).is_file() else None
+        left = f"; about {_minutes(statistics.mean(durations) * (len(runs) - index + 1))} left for this and the " \
+               f"remaining runs" if durations else ""
+        say(f"{name}: {'resuming' if resume else 'training'} in {run_dir}{left}")
+        start = time.perf_counter()
+        code = run_training(cfg, run_dir, resume, command)
+        if code:
+            return code, None
+        durations.append(time.perf_counter() - start)
     rows = collect_rows(root, seeds)
     write_json_atomic(root / "ablation.json", rows)
     with atomic_write(root / "ablation.md") as tmp:
         tmp.write_text(markdown_table(rows))
     return 0, rich_table(rows)
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def _same_selection(run_dir: Path, selected_on: str) -> None:

@@ -20,6 +20,7 @@ from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.data.images import load_rgb
 from cncnn_cli.data.transforms import build_transform
+from cncnn_cli.models.compile import compile_model
 
 
 @dataclass
@@ -37,19 +38,26 @@ class Prediction:
 
 
 class Predictor:
-    """A trained or converted CN-CNN with its own preprocessing and class names."""
+    """A trained or converted CN-CNN with its own preprocessing and class names.
 
-    def __init__(self, model: torch.nn.Module, info: Checkpoint, device: str | torch.device = "auto") -> None:
+    ``compile=True`` runs the forward under torch.compile (:mod:`cncnn_cli.models.compile`):
+    the first batch, and each new batch size, compiles first.
+    """
+
+    def __init__(self, model: torch.nn.Module, info: Checkpoint, device: str | torch.device = "auto",
+                 compile: bool = False) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
+        if compile:
+            compile_model(self.model, self.device)
         self.info = info
         self.classes = info.classes
         self.transform = build_transform(info.preprocess, train=False)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Predictor":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", compile: bool = False) -> "Predictor":
         model, info = load_model(path)
-        return cls(model, info, device)
+        return cls(model, info, device, compile)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """A PIL RGB image → the uint8 3×H×W tensor the model's preprocessor expects."""

@@ -6,16 +6,18 @@ from typing import Annotated
 
 import typer
 
-from cncnn_cli.cli.common import PluginOption, err_console, invocation, out_console, setup
+from cncnn_cli.cli.common import PluginOption, complete_recipe, err_console, invocation, out_console, setup
 from cncnn_cli.cli.train import (AccumulateOpt, AmpOpt, BackboneOpt, BatchSizeOpt, CfgOptionsOpt, DataRootOpt,
                                       DatasetOpt, DeviceOpt, EffectiveBatchOpt, EpochsOpt, ImageSizeOpt, LauncherOpt,
                                       LrOpt, NoPretrainedOpt, NoScaleLrOpt, PretrainedOpt, SeedOpt, SyncBnOpt,
-                                      ValFractionOpt, ValSplitOpt, WorkersOpt, train_flags)
+                                      ValFractionOpt, ValSplitOpt, VisBackendOpt, WorkersOpt, Fp32PrecisionOpt,
+                                      train_flags)
 from cncnn_cli.errors import CncnnError
 
 
 def ablate(
-    recipe: Annotated[str, typer.Argument(help="Recipe file or bundled name; the paper ablated on cub.")] = "cub",
+    recipe: Annotated[str, typer.Argument(help="Recipe file or bundled name; the paper ablated on cub.",
+                                          autocompletion=complete_recipe)] = "cub",
     no_convlstm: Annotated[bool, typer.Option("--no-convlstm", help="HL by feature sums (Table 3's w/o ConvLSTM).")] = False,
     no_attention: Annotated[bool, typer.Option("--no-attention", help="With --no-convlstm: no LH pathway (Table 2's HL).")] = False,
     baseline: Annotated[bool, typer.Option("--baseline", help="The fine-tuned backbone alone (GAP + FC).")] = False,
@@ -43,6 +45,8 @@ def ablate(
     effective_batch: EffectiveBatchOpt = None,
     no_scale_lr: NoScaleLrOpt = False,
     sync_bn: SyncBnOpt = False,
+    fp32_precision: Fp32PrecisionOpt = None,
+    vis_backend: VisBackendOpt = None,
     plugin: PluginOption = None,
 ) -> None:
     """Train ablation variants like `train`, each in WORK_DIR/<variant>/; --all adds ablation.json and .md.
@@ -66,7 +70,8 @@ def ablate(
                         image_size=image_size, backbone=backbone, pretrained=pretrained, no_pretrained=no_pretrained,
                         device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=None,
                         val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
-                        effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn)
+                        effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn,
+                        fp32_precision=fp32_precision, vis_backend=vis_backend)
     if seeds is not None and seed is not None:
         raise CncnnError("give either --seed (one run per variant) or --seeds N (seeds 0..N-1), not both")
     root = work_dir or Path("work_dirs") / f"ablate_{Path(recipe).stem}"

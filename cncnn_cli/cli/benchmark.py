@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
 
 from cncnn_cli.models.variants import OFFICIAL_FORMULATION, VARIANTS
-from cncnn_cli.cli.common import PluginOption, err_console, out_console, setup
+from cncnn_cli.cli.common import CompileOption, PluginOption, err_console, out_console, setup
 
 Variant = Enum("Variant", {name: name for name in (*VARIANTS, OFFICIAL_FORMULATION)}, type=str)
 
@@ -18,15 +18,26 @@ def benchmark(
     variant: Annotated[Variant, typer.Option(help="Model variant (official-formulation: the authors' way of "
                                                   "computing the full model).")] = Variant("full"),
     image_size: Annotated[int, typer.Option(min=32, help="Square input size, a multiple of 32.")] = 448,
-    batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 2,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=2, show_default=False, help="Images per step [default: 64 on CUDA, 2 on CPU].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision, channels_last: bf16 on CPU; bf16 (else "
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision as `train --amp`: bf16 on CPU; bf16 (else "
                                                     "fp16 with a GradScaler) on CUDA.")] = False,
-    steps: Annotated[int, typer.Option(min=1, help="Timed steps (the median is reported).")] = 3,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps first.")] = 1,
+    fp32_precision: Annotated[Literal["high", "highest"], typer.Option(
+        help="CUDA fp32 matmuls and convolutions, as `train`: high = TF32, highest = full fp32.")] = "high",
+    steps: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="Timed steps, the median is reported [default: 10 on CUDA, 3 on CPU].")
+    ] = None,
+    warmup: Annotated[Optional[int], typer.Option(
+        min=0, show_default=False, help="Untimed steps first [default: 3 on CUDA, 1 on CPU].")] = None,
     checkpoint_convlstm: Annotated[bool, typer.Option(
         "--checkpoint-convlstm", help="Recompute the ConvLSTM in backward instead of storing it (less memory).")
     ] = False,
+    impl: Annotated[Optional[Literal["auto", "phase", "conv"]], typer.Option(
+        show_default=False,
+        help="The ConvLSTM's exact fast path (full variant): phase (im2col + GEMM), conv (library "
+             "convolutions) [default: auto, phase on CPU, conv on CUDA and under --compile].")] = None,
+    compile: CompileOption = False,
     backbone: Annotated[str, typer.Option(hidden=True, help="Backbone (tests use resnet18).")] = "resnet50",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")] = False,
     plugin: PluginOption = None,
@@ -42,7 +53,8 @@ def benchmark(
 
     result = run_benchmark(variant=variant.value, image_size=image_size, batch_size=batch_size, device=device,
                            amp=amp, steps=steps, warmup=warmup, backbone=backbone,
-                           checkpoint_convlstm=checkpoint_convlstm, log=_log)
+                           checkpoint_convlstm=checkpoint_convlstm, fp32_precision=fp32_precision, log=_log,
+                           show_progress=True, compile=compile, impl=impl)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -57,21 +69,22 @@ def _print_table(result: dict) -> None:
     table = Table(title=f"cncnn benchmark: {result['variant']}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    import torch
-
-    from cncnn_cli.apis.benchmark import amp_precision, device_name
-
-    device = torch.device(result["device"])
-    precision = f"{amp_precision(device)} autocast, channels_last" if result["amp"] else "fp32"
+    precision = f"{result['precision']} autocast" if result["amp"] else "fp32"
+    if result["tf32"]:
+        precision += ", fp32 matmuls in TF32"
+    if result["channels_last"]:
+        precision += ", channels_last"
     rows = [
-        ("device", f"{device_name(device)} ({device})"),
+        ("device", f"{result['device_name']} ({result['device']})"),
         ("precision", precision),
+        ("ConvLSTM path, compile", f"{result['impl'] or 'n/a'}, {'torch.compile' if result['compile'] else 'eager'}"),
         ("image size", str(result["image_size"])),
         ("batch size", str(result["batch_size"])),
         ("train step", f"{result['train']['step_s']:.3f} s"),
         ("train throughput", f"{result['train']['images_per_s']:.2f} images/s"),
         ("inference step", f"{result['infer']['step_s']:.3f} s"),
         ("inference throughput", f"{result['infer']['images_per_s']:.2f} images/s"),
+        ("MFU train / inference", _mfu(result)),
         ("peak memory (train)", f"{result['peak_memory_mb']:.0f} MB"),
         ("parameters", f"{result['params_m']:.2f} M"),
         ("GFLOPs per image", f"{result['gflops_per_image']:.1f}"),
@@ -79,3 +92,10 @@ def _print_table(result: dict) -> None:
     for name, value in rows:
         table.add_row(name, value)
     out_console.print(table)
+
+
+def _mfu(result: dict) -> str:
+    train, infer = result["train"]["mfu"], result["infer"]["mfu"]
+    if train is None:
+        return "n/a (no known peak for this device)"
+    return f"{train:.1%} / {infer:.1%}"

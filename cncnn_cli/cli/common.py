@@ -26,6 +26,12 @@ MaxPixelsOption = Annotated[
                  help="Accept images of up to this many pixels (default: PIL's guard, about 179 million)."),
 ]
 
+CompileOption = Annotated[
+    bool,
+    typer.Option("--compile", help="Run the model under torch.compile (inductor: needs a C++ compiler on CPU, "
+                                   "Triton on CUDA); the first batch compiles first."),
+]
+
 
 _invocation: list[str] = []
 
@@ -48,6 +54,13 @@ def setup(plugins: list[Path] | None, max_pixels: int | None = None) -> None:
         from cncnn_cli.data.images import set_max_pixels
 
         set_max_pixels(max_pixels)
+
+
+def complete_recipe(incomplete: str) -> list[str]:
+    """Shell completion of bundled recipe names (cheap: it lists a folder, imports nothing heavy)."""
+    from cncnn_cli.config.recipes import bundled_names
+
+    return [name for name in bundled_names() if name.startswith(incomplete)]
 
 
 def default_checkpoint(work_dirs: Path = Path("work_dirs")) -> Path:

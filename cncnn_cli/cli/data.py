@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from cncnn_cli.cli.common import MaxPixelsOption, PluginOption, setup
@@ -57,8 +57,7 @@ def check(
     try:
         setup(plugin, max_pixels)
         name, root, options = _resolve(recipe, dataset, data_root)
-        with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
-            report = check_dataset(name, root, split, options, progress=progress)
+        report = check_dataset(name, root, split, options, show_progress=True)
     except CncnnError as exc:
         stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
@@ -160,9 +159,7 @@ def download(
 
     setup(plugin)
     download_dataset(dataset, root, source, sha256)
-    stderr = Console(stderr=True)
-    with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as progress:
-        report = check_dataset(dataset, str(root), progress=progress)
+    report = check_dataset(dataset, str(root), show_progress=True)
     _print_report(report, Console())
     raise typer.Exit(0 if report.ok else 1)
 
@@ -199,10 +196,18 @@ def verify(
 
 @app.command()
 def speed(
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset (default: synthetic JPEGs)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder or its parent."),
-    image_size: int = typer.Option(448, "--image-size", help="Crop size; the resize is crop x 512/448."),
+    recipe: Optional[str] = typer.Argument(None, help="Recipe whose dataset and preprocessing to measure."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset (default: the recipe's)."),
+    data_root: Optional[str] = typer.Option(
+        None, "--data-root", help="Dataset folder or its parent (default: synthetic JPEGs of the dataset's size)."),
+    image_size: Optional[int] = typer.Option(
+        None, "--image-size", help="Crop size without a recipe (the resize is crop x 512/448) [default: 448]."),
     seconds: float = typer.Option(5.0, "--seconds", help="How long to measure."),
+    model_images_per_s: Optional[float] = typer.Option(
+        None, "--model-images-per-s", min=0.001,
+        help="The model's training images/s (e.g. `cncnn benchmark`'s): says which side is the bottleneck."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes to judge "
+                                          "[default: the recipe's, else one per CPU less one, at most 8]."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     plugin: PluginOption = None,
 ) -> None:
@@ -210,23 +215,59 @@ def speed(
 
     Workers needed so the loader never starves the model ~ training images/s / this figure.
 
-    Example: cncnn data speed --dataset cub --data-root ~/data --json
+    Example: cncnn data speed cub --model-images-per-s 400
+
+    Example: cncnn data speed aircraft --data-root ~/data --json
     """
     import tempfile
 
-    from cncnn_cli.data.speed import loader_throughput, write_synthetic_jpegs
+    from cncnn_cli.config.defaults import DEFAULT_WORKERS
+    from cncnn_cli.data.dataset import dataset_class
+    from cncnn_cli.data.speed import bottleneck, loader_throughput, write_synthetic_jpegs
 
     setup(plugin)
+    preprocess, recipe_workers = None, None
+    if recipe is not None:
+        from cncnn_cli.config.recipes import load_recipe
+
+        if image_size is not None:
+            raise CncnnError("give either a recipe (its preprocessing) or --image-size, not both")
+        cfg = load_recipe(recipe)
+        preprocess = dict(resize=cfg.preprocess["resize"], crop=cfg.preprocess["crop"])
+        dataset = dataset or cfg.dataset["type"]
+        recipe_workers = cfg.get("workers")
+    size = dataset_class(dataset).typical_image_size if dataset else (500, 375)
+    synthetic = data_root is None and size is not None
     with tempfile.TemporaryDirectory() as tmp:
-        if dataset is None:
-            cfg = {"type": "imagefolder", "data_root": str(write_synthetic_jpegs(Path(tmp)))}
+        if synthetic:
+            cfg = {"type": "imagefolder", "data_root": str(write_synthetic_jpegs(Path(tmp), size=size))}
+        elif dataset is None:
+            raise CncnnError("--data-root needs a recipe or --dataset that says how to read it")
         else:
-            cfg = {"type": dataset, "data_root": data_root}
-        result = loader_throughput(cfg, image_size=image_size, seconds=seconds)
-    if dataset is None:
-        result["dataset"] = "synthetic 500x375 JPEGs"
+            cfg = {"type": dataset, "data_root": data_root or ""}
+        result = loader_throughput(cfg, image_size=image_size or 448, seconds=seconds, show_progress=True,
+                                   preprocess=preprocess)
+    if synthetic:
+        result["dataset"] = f"synthetic {size[0]}x{size[1]} JPEGs" + (f" (like {dataset})" if dataset else "")
+    result["cpus"] = os.cpu_count()
+    if model_images_per_s is not None:
+        chosen = workers if workers is not None else recipe_workers if recipe_workers is not None else DEFAULT_WORKERS
+        result.update(bottleneck(result["images_per_s_per_worker"], chosen, model_images_per_s))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
-    else:
-        Console().print(f"{result['dataset']}: {result['images_per_s_per_worker']} images/s per worker "
-                        f"(decode + resize {result['resize']} + random crop {result['crop']} + flip, one thread)")
+        return
+    console = Console()
+    console.print(f"{result['dataset']}: {result['images_per_s_per_worker']} images/s per worker "
+                  f"(decode + resize {result['resize']} + random crop {result['crop']} + flip, one thread)",
+                  markup=False, highlight=False, soft_wrap=True)
+    if model_images_per_s is not None:
+        console.print(_bottleneck_line(result), markup=False, highlight=False, soft_wrap=True)
+
+
+def _bottleneck_line(result: dict) -> str:
+    verdict = ("the loader is the bottleneck" if result["bottleneck"] == "loader"
+               else "the model is the bottleneck (the loader keeps up)")
+    return (f"{result['workers']} workers load ~{result['loader_images_per_s']} images/s against the model's "
+            f"{result['model_images_per_s']}: {verdict}; {result['workers_needed']} workers keep up"
+            + (f" (this machine has {result['cpus']} CPUs)" if result["workers_needed"] > (result["cpus"] or 1)
+               else ""))

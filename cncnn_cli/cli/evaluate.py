@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from cncnn_cli.config.defaults import DEFAULT_WORKERS
-from cncnn_cli.cli.common import MaxPixelsOption, PluginOption, default_checkpoint, err_console, out_console, setup
+from cncnn_cli.cli.common import (CompileOption, MaxPixelsOption, PluginOption, default_checkpoint, err_console,
+                                   out_console, setup)
 
 
 def evaluate(
@@ -25,7 +26,11 @@ def evaluate(
     tta: Annotated[str, typer.Option(
         help="none, or flip: average each image's logits with its mirror's (also reports the plain number).")] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Also write per_class.csv and confusion.png here.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Also write per_class.csv (worst class first), confusion.png, errors.png (the most confident "
+             "mistakes) and predictions.jsonl (every image) here.")] = None,
+    mistakes: Annotated[int, typer.Option(min=1, help="How many mistakes errors.png shows (with --out).")] = 16,
+    compile: CompileOption = False,
     max_pixels: MaxPixelsOption = None,
     plugin: PluginOption = None,
 ) -> None:
@@ -40,7 +45,8 @@ def evaluate(
 
     path = checkpoint or default_checkpoint()
     result = evaluate_checkpoint(path, dataset=dataset, data_root=data_root, split=split, batch_size=batch_size,
-                                 workers=workers, device=device, tta=tta)
+                                 workers=workers, device=device, tta=tta, mistakes=mistakes if out else 0,
+                                 show_progress=True, compile=compile)
     report = result.report
     keys = ("top1", "top5", "mean_class_accuracy", "num_images", "heads")
     if as_json:
@@ -66,19 +72,57 @@ def evaluate(
 
 
 def _write_reports(out: Path, result) -> None:
-    from cncnn_cli.visualization.plotting import confusion_figure, save_figure
+    from cncnn_cli.visualization.plotting import confusion_figure, errors_figure, save_figure
 
     out.mkdir(parents=True, exist_ok=True)
+    written = [_write_per_class(out / "per_class.csv", result), _write_predictions(out / "predictions.jsonl", result),
+               save_figure(confusion_figure(result.confusion.numpy(), result.classes), out / "confusion.png")]
+    if result.mistakes:
+        names = result.classes
+        captions = [f"{Path(m.path).name}\ntrue: {names[m.label]}\npredicted: {names[m.predicted]} ({m.score:.0%})"
+                    for m in result.mistakes]
+        wrong = int(result.confusion.sum() - result.confusion.trace())
+        title = (f"the {len(result.mistakes)} most confident mistakes — {wrong} of {result.report['num_images']} "
+                 f"images wrong (top-1 {result.report['top1']:.2f}%)")
+        if result.mistakes[0].mask is not None:
+            title += "; heat: the low-level spatial mask SA3"
+        written.append(save_figure(errors_figure([m.image for m in result.mistakes],
+                                                 [m.mask for m in result.mistakes], captions, title),
+                                   out / "errors.png"))
+    else:
+        err_console.print("no mistakes: errors.png not written", markup=False, highlight=False)
+    err_console.print(f"wrote {', '.join(map(str, written))}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _write_per_class(path: Path, result) -> Path:
+    """One row per class, the worst first (ties in class order), so the problems are on top."""
     matrix = result.confusion
-    with open(out / "per_class.csv", "w", newline="", encoding="utf-8") as handle:
+    rows = []
+    for index, name in enumerate(result.classes):
+        total, correct = int(matrix[index].sum()), int(matrix[index, index])
+        rows.append((100.0 * correct / total if total else None, index, name, total, correct))
+    rows.sort(key=lambda row: (row[0] is None, row[0] if row[0] is not None else 0.0, row[1]))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["index", "class", "images", "correct", "accuracy"])
-        for index, name in enumerate(result.classes):
-            total = int(matrix[index].sum())
-            correct = int(matrix[index, index])
-            writer.writerow([index, name, total, correct, f"{100.0 * correct / total:.2f}" if total else ""])
-    save_figure(confusion_figure(matrix.numpy(), result.classes), out / "confusion.png")
-    err_console.print(f"wrote {out / 'per_class.csv'} and {out / 'confusion.png'}", markup=False, highlight=False,
-                      soft_wrap=True)
+        for accuracy, index, name, total, correct in rows:
+            writer.writerow([index, name, total, correct, "" if accuracy is None else f"{accuracy:.2f}"])
+    return path
 
 
+def _write_predictions(path: Path, result) -> Path:
+    """Every image's true class and top-5 prediction, one JSON object per line, in dataset order."""
+    import torch
+
+    probs = torch.softmax(result.logits.float(), 1)
+    scores, indices = probs.topk(min(5, probs.shape[1]), dim=1)
+    names = result.classes
+    with open(path, "w", encoding="utf-8") as handle:
+        for image, label, row_scores, row_indices in zip(result.paths, result.labels.tolist(), scores.tolist(),
+                                                         indices.tolist()):
+            handle.write(json.dumps({
+                "image": image, "label": names[label], "predicted": names[row_indices[0]],
+                "correct": row_indices[0] == label,
+                "predictions": [{"label": names[i], "index": i, "score": s} for s, i in zip(row_scores, row_indices)],
+            }) + "\n")
+    return path

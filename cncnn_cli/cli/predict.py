@@ -12,7 +12,8 @@ from typing import IO, Annotated, Optional
 import typer
 from rich.table import Table
 
-from cncnn_cli.cli.common import MaxPixelsOption, PluginOption, default_checkpoint, err_console, out_console, setup
+from cncnn_cli.cli.common import (CompileOption, MaxPixelsOption, PluginOption, default_checkpoint, err_console,
+                                   out_console, setup)
 from cncnn_cli.errors import CncnnError
 
 #: ``--out`` formats, chosen by the file's suffix.
@@ -33,6 +34,7 @@ def predict(
         "--jsonl", help="One JSON object per image on stdout, written as each batch finishes.")] = False,
     out: Annotated[Optional[Path], typer.Option(
         help="Also stream the results into this .jsonl or .csv file.", show_default=False)] = None,
+    compile: CompileOption = False,
     max_pixels: MaxPixelsOption = None,
     plugin: PluginOption = None,
 ) -> None:
@@ -50,7 +52,7 @@ def predict(
     from cncnn_cli.apis.inference import Predictor
     from cncnn_cli.utils.progress import progress
 
-    predictor = Predictor.from_checkpoint(checkpoint or default_checkpoint(), device=device)
+    predictor = Predictor.from_checkpoint(checkpoint or default_checkpoint(), device=device, compile=compile)
     total = None if any(path == Path("-") or path.is_dir() for path in inputs) else len(inputs)
     failed = 0
     with ExitStack() as stack:

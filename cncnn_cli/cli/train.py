@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from cncnn_cli.cli.common import PluginOption, invocation, setup
+from cncnn_cli.cli.common import CompileOption, PluginOption, complete_recipe, invocation, setup
 from cncnn_cli.errors import CncnnError
 
 WorkDirOpt = Annotated[Optional[Path], typer.Option(help="Output folder (default: work_dirs/<recipe name>).")]
@@ -22,9 +22,10 @@ LrOpt = Annotated[Optional[float], typer.Option(
     help="Learning rate of the new modules at the recipe's batch (scaled with the effective batch unless "
          "--no-scale-lr); the backbone keeps its ratio.")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Crop size (multiple of 32); the resize scales with it.")]
-BackboneOpt = Annotated[Optional[str], typer.Option(help="Backbone plugin, e.g. resnet50.")]
+BackboneOpt = Annotated[Optional[str], typer.Option(
+    help="Backbone plugin (resnet50), or timm:NAME for a timm model (timm:convnext_tiny; needs the timm extra).")]
 PretrainedOpt = Annotated[Optional[str], typer.Option(
-    help="Backbone weights: a torchvision enum name (IMAGENET1K_V1) or a file.")]
+    help="Backbone weights: a torchvision enum name (IMAGENET1K_V1) or a file (torchvision or timm weights).")]
 NoPretrainedOpt = Annotated[bool, typer.Option("--no-pretrained", help="Train the backbone from scratch.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")]
 AmpOpt = Annotated[bool, typer.Option("--amp", help="bf16 autocast (fp16 + loss scaling on GPUs without bf16).")]
@@ -32,7 +33,11 @@ SeedOpt = Annotated[Optional[int], typer.Option(help="Seed of initialization, sh
 WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="Data loader processes.")]
 CfgOptionsOpt = Annotated[Optional[list[str]], typer.Option(
     help="key=value overrides applied last, e.g. train_cfg.val_interval=5 (repeatable).")]
-LauncherOpt = Annotated[Optional[str], typer.Option(help="none, or pytorch under torchrun.")]
+LauncherOpt = Annotated[Optional[str], typer.Option(
+    help="none, pytorch under torchrun, or slurm under srun (one task per GPU; README: Clusters).")]
+VisBackendOpt = Annotated[Optional[list[str]], typer.Option(
+    help="Experiment tracker: tensorboard, wandb, mlflow, clearml, dvclive or aim (repeatable; default: "
+         "tensorboard if installed). Options through --cfg-options vis_backends.0.tracking_uri=...")]
 ValFractionOpt = Annotated[Optional[float], typer.Option(
     min=0.0, max=0.9, help="Hold out this class-stratified fraction of the training images (drawn from --seed) "
     "to choose the best checkpoint; the test split is then evaluated once, at the end.")]
@@ -44,12 +49,15 @@ EffectiveBatchOpt = Annotated[Optional[int], typer.Option(
     min=1, help="Total images per optimizer step; the accumulation follows from --batch-size and processes.")]
 SyncBnOpt = Annotated[bool, typer.Option(
     "--sync-bn", help="BatchNorm statistics over all processes (DDP on CUDA); no effect in one process.")]
+Fp32PrecisionOpt = Annotated[Optional[Literal["high", "highest"]], typer.Option(
+    show_default=False, help="CUDA fp32 matmuls and convolutions: high = TF32 (the default, faster), highest = full fp32.")]
 NoScaleLrOpt = Annotated[bool, typer.Option(
     "--no-scale-lr", help="Keep the recipe's learning rates when the effective batch differs from its batch.")]
 
 
 def train(
-    recipe: Annotated[str, typer.Argument(help="Recipe file or bundled name (`cncnn recipes`).", show_default=False)],
+    recipe: Annotated[str, typer.Argument(help="Recipe file or bundled name (`cncnn recipes`).", show_default=False,
+                                          autocompletion=complete_recipe)],
     work_dir: WorkDirOpt = None,
     resume: ResumeOpt = None,
     dataset: DatasetOpt = None,
@@ -73,6 +81,9 @@ def train(
     effective_batch: EffectiveBatchOpt = None,
     no_scale_lr: NoScaleLrOpt = False,
     sync_bn: SyncBnOpt = False,
+    compile: CompileOption = False,
+    fp32_precision: Fp32PrecisionOpt = None,
+    vis_backend: VisBackendOpt = None,
     plugin: PluginOption = None,
 ) -> None:
     """Train CN-CNN with a recipe; the work dir gets best/last .safetensors, metrics.json, state.pth, logs.
@@ -86,6 +97,8 @@ def train(
     Example: cncnn train cub --val-fraction 0.1 --batch-size 8 --accumulate 2
 
     Example: torchrun --nproc_per_node 4 -m cncnn_cli train cub --launcher pytorch --sync-bn
+
+    Example: srun python -m cncnn_cli train cub --launcher slurm --vis-backend mlflow
     """
     setup(plugin)
     from cncnn_cli.config.resolve import resolve_config
@@ -96,7 +109,8 @@ def train(
                         image_size=image_size, backbone=backbone, pretrained=pretrained, no_pretrained=no_pretrained,
                         device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=work_dir,
                         val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
-                        effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn)
+                        effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn,
+                        fp32_precision=fp32_precision, vis_backend=vis_backend, compile=compile)
     cfg = resolve_config(recipe, flags, cfg_options)
     command = invocation()
     resume_command = command if "--resume" in command else [*command, "--resume"]

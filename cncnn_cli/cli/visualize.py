@@ -39,6 +39,7 @@ def visualize(
     from cncnn_cli.apis.inference import Predictor
     from cncnn_cli.apis.pictures import attention_pictures, read_metrics
     from cncnn_cli.data.images import find_images
+    from cncnn_cli.utils.progress import progress
     from cncnn_cli.visualization.plotting import curves_figure, save_figure
 
     if bool(inputs) == (curves is not None):
@@ -54,12 +55,14 @@ def visualize(
     if not images:
         raise CncnnError(f"no image files in {', '.join(map(str, inputs))}")
     failed = 0
-    for outcome in attention_pictures(predictor, images, out or Path("visualizations"), batch_size):
-        if isinstance(outcome, CncnnError):
-            failed += 1
-            _say(f"error: {outcome}")
-        else:
-            _say(f"wrote {outcome}")
+    with progress("drawing attention maps", total=len(images), unit="images") as bar:
+        for outcome in attention_pictures(predictor, images, out or Path("visualizations"), batch_size):
+            if isinstance(outcome, CncnnError):
+                failed += 1
+                _say(f"error: {outcome}")
+            else:
+                _say(f"wrote {outcome}")
+            bar.advance()
     if failed:
         raise typer.Exit(2)
 

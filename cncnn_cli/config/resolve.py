@@ -15,11 +15,12 @@ from typing import Any, Literal, Optional, Union
 
 import mmengine.optim  # noqa: F401  (fills the optimizer and scheduler registries below)
 from mmengine.config import Config, DictAction
-from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS
+from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS, VISBACKENDS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cncnn_cli.engine.batching import plan_batch
 from cncnn_cli.engine.sync_bn import sync_bn_applies
+from cncnn_cli.engine.trackers import BACKEND_TYPES, check_installed, resolve_backends, with_flags
 from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.config.defaults import DEFAULT_WORKERS
@@ -116,6 +117,15 @@ class OptimWrapperConfig(_Strict):
         return kind
 
 
+class VisBackend(BaseModel):
+    """One ``vis_backends`` entry: an mmengine visualization backend and its options, e.g.
+    ``dict(type='MLflowVisBackend', tracking_uri='http://mlflow:5000', exp_name='cub')``; the options
+    are checked against the backend's constructor (:func:`validate`)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal[BACKEND_TYPES]
+
+
 class Recipe(_Strict):
     """Every key a recipe may hold (besides mmengine's ``_base_``)."""
 
@@ -129,12 +139,18 @@ class Recipe(_Strict):
     workers: int = Field(default=DEFAULT_WORKERS, ge=0)
     seed: int = 0
     amp: bool = False
+    #: CUDA's fp32 matmuls and convolutions: "high" allows TF32, "highest" keeps full fp32.
+    fp32_precision: Literal["high", "highest"] = "high"
     device: str = "auto"
-    launcher: Literal["none", "pytorch"] = "none"
+    launcher: Literal["none", "pytorch", "slurm"] = "none"
     sync_bn: bool = False
+    #: torch.compile the model's forward (--compile; cncnn_cli/models/compile.py).
+    compile: bool = False
     log_interval: int = Field(default=10, gt=0)
     work_dir: Optional[str] = None
     custom_hooks: list[dict] = []
+    #: Experiment trackers (mmengine backend configs); ``--vis-backend NAME`` adds one.
+    vis_backends: list[VisBackend] = []
     auto_scale_lr: AutoScaleLr = AutoScaleLr()
     accumulate: int = Field(default=1, gt=0)
     effective_batch: Optional[int] = Field(default=None, gt=0)
@@ -197,14 +213,16 @@ def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
             _set(cfg, path, flags[flag])
     if flags.get("backbone") is not None:
         cfg.model["backbone"] = backbone_from_flag(cfg.model.get("backbone"), flags["backbone"])
-    for flag in ("batch_size", "workers", "seed", "device", "launcher", "work_dir"):
+    for flag in ("batch_size", "workers", "seed", "device", "launcher", "work_dir", "fp32_precision"):
         if flags.get(flag) is not None:
             cfg[flag] = flags[flag]
     _apply_exclusive(cfg, flags, "val_fraction", "val_split", off=(0.0, None))
     _apply_exclusive(cfg, flags, "accumulate", "effective_batch", off=(1, None))
     if flags.get("no_scale_lr"):
         cfg.auto_scale_lr = dict(cfg.get("auto_scale_lr", {}), enable=False)
-    for switch in ("amp", "sync_bn"):
+    if flags.get("vis_backend"):
+        cfg.vis_backends = with_flags(cfg.get("vis_backends", []), flags["vis_backend"])
+    for switch in ("amp", "sync_bn", "compile"):
         if flags.get(switch):
             cfg[switch] = True
     if flags.get("image_size") is not None:
@@ -292,6 +310,9 @@ def validate(cfg: Config) -> None:
     validate_model(cfg.model)
     _check_part(DATASETS, cfg.dataset, "dataset", auto=("split", "transform"))
     _check_part(OPTIMIZERS, cfg.optim_wrapper["optimizer"], "optim_wrapper.optimizer", auto=("params",))
+    for index, backend in enumerate(cfg.vis_backends):
+        _check_part(VISBACKENDS, backend, f"vis_backends.{index}", auto=("save_dir", "name"))
+    check_installed(cfg.vis_backends)
 
 
 def validate_schedulers(cfg: Config) -> None:
@@ -393,3 +414,4 @@ def derive(cfg: Config) -> None:
             if scheduler.get("type") in ("CosineAnnealingLR", "CosineAnnealingParamScheduler"):
                 scheduler.setdefault("T_max", scheduler["end"] - scheduler["begin"])
     validate_schedulers(cfg)
+    cfg.vis_backends = resolve_backends(cfg.vis_backends)

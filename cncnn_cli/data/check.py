@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
 
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.data.images import ImageReadError, find_images
 from cncnn_cli.data.dataset import FineGrainedDataset, build_dataset, dataset_class
+from cncnn_cli.utils.progress import progress
 
 
 @dataclass
@@ -78,12 +78,13 @@ def check_dataset(
     data_root: str | None = None,
     split: str | None = None,
     options: dict[str, Any] | None = None,
-    progress: Progress | None = None,
+    show_progress: bool = False,
     workers: int | None = None,
 ) -> DataReport:
     """Decode every image of ``split`` (default: the splits covering the dataset) and report.
 
-    Raises :class:`CncnnError` (exit 2) when the layout itself is unusable.
+    ``show_progress`` draws a progress bar per split on stderr. Raises :class:`CncnnError`
+    (exit 2) when the layout itself is unusable.
     """
     options = dict(options or {})
     cls = dataset_class(name)
@@ -96,7 +97,7 @@ def check_dataset(
     splits = [split] if split else cls.splits_to_check(data_root, **options)
     datasets = {split_name: build_dataset(name, data_root, split_name, None, **options) for split_name in splits}
     workers = workers or min(8, os.cpu_count() or 1)
-    reports = [_check_split(split_name, dataset, progress, workers) for split_name, dataset in datasets.items()]
+    reports = [_check_split(split_name, dataset, show_progress, workers) for split_name, dataset in datasets.items()]
     classes = next(iter(datasets.values())).classes
     differences = _differences(reports, len(classes), cls.published_counts(**options))
     unlisted = _unlisted(list(datasets.values()))
@@ -118,14 +119,14 @@ def _missing(dataset: FineGrainedDataset) -> list[dict[str, str]]:
     return [{"path": path, "listed_in": listed_in} for path, _ in dataset.samples if not os.path.isfile(path)]
 
 
-def _check_split(split: str, dataset: FineGrainedDataset, progress: Progress | None, workers: int) -> SplitReport:
+def _check_split(split: str, dataset: FineGrainedDataset, show_progress: bool, workers: int) -> SplitReport:
     missing = _missing(dataset)
     absent = {item["path"] for item in missing}
     present = [i for i, (path, _) in enumerate(dataset.samples) if path not in absent]
-    task = progress.add_task(f"checking {split}", total=len(present)) if progress else None
     modes: Counter[str] = Counter()
     widths, heights, unreadable = [], [], []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            progress(f"checking {split}", total=len(present), unit="images", enabled=show_progress) as bar:
         for index, result in zip(present, pool.map(lambda i: _inspect(dataset, i), present)):
             path = dataset.samples[index][0]
             if isinstance(result, str):
@@ -135,8 +136,7 @@ def _check_split(split: str, dataset: FineGrainedDataset, progress: Progress | N
                 modes[mode] += 1
                 widths.append(width)
                 heights.append(height)
-            if progress is not None:
-                progress.advance(task)
+            bar.advance()
     counts = Counter(label for _, label in dataset.samples)
     return SplitReport(
         split=split,

@@ -14,7 +14,8 @@ from mmengine.registry import FUNCTIONS
 
 @FUNCTIONS.register_module(name="cncnn_collate")
 def collate(batch: list[dict[str, Any] | None]) -> dict[str, torch.Tensor | int]:
-    """Stack dataset samples into ``{"inputs": uint8 Bx3xHxW, "data_samples": int64 B, "skipped": n}``.
+    """Stack dataset samples into ``{"inputs": uint8 Bx3xHxW, "data_samples": int64 B, "paths": [str],
+    "skipped": n}`` (``paths`` name the images, for reports; the model's preprocessor ignores them).
 
     ``skipped`` is the number of ``None`` items dropped plus items marked ``replaced``. When every item was ``None`` the
     batch is empty: ``inputs`` has shape ``0x3x0x0`` and ``data_samples`` shape ``0``;
@@ -27,8 +28,12 @@ def collate(batch: list[dict[str, Any] | None]) -> dict[str, torch.Tensor | int]
         return {
             "inputs": torch.empty((0, 3, 0, 0), dtype=torch.uint8),
             "data_samples": torch.empty((0,), dtype=torch.int64),
+            "paths": [],
             "skipped": skipped,
         }
-    inputs = torch.stack([torch.as_tensor(item["inputs"]).as_subclass(torch.Tensor) for item in items])
+    inputs = [torch.as_tensor(item["inputs"]).as_subclass(torch.Tensor) for item in items]
+    if inputs[0].dim() != 1:  # 1-D: undecoded JPEG bytes of any length (data.gpu_decode), kept as a list
+        inputs = torch.stack(inputs)
     labels = torch.tensor([int(item["data_samples"]) for item in items], dtype=torch.int64)
-    return {"inputs": inputs, "data_samples": labels, "skipped": skipped}
+    return {"inputs": inputs, "data_samples": labels, "paths": [str(item.get("path", "")) for item in items],
+            "skipped": skipped}

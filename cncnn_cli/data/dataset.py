@@ -67,6 +67,9 @@ class FineGrainedDataset(torch.utils.data.Dataset):
     #: Image counts per split and the number of classes of the published dataset, which
     #: ``cncnn data check`` compares a copy with; empty for user data.
     published: ClassVar[dict[str, int]] = {}
+    #: (width, height) of a typical image, for ``cncnn data speed``'s synthetic JPEGs without a copy;
+    #: None for a set that is generated, not read (measured as it is).
+    typical_image_size: ClassVar[tuple[int, int] | None] = (500, 375)
     #: The published files (name, URL or ``None``, size, sha256) that ``cncnn data download``
     #: fetches and ``cncnn data verify`` compares copies with; empty for user data.
     archives: ClassVar[tuple[Archive, ...]] = ()

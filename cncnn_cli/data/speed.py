@@ -1,11 +1,13 @@
 """Decode + augment throughput of one loader worker, to size ``--workers`` against the model.
 
 A DataLoader worker runs single-threaded (torch sets one thread per worker), so the figure
-is measured with one torch thread: workers needed ≈ model images/s ÷ this figure.
+is measured with one torch thread: workers needed ≈ model images/s ÷ this figure
+(:func:`bottleneck`).
 """
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from PIL import Image
 
 from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from cncnn_cli.data.dataset import build_dataset
+from cncnn_cli.utils.progress import progress
 
 
 def write_synthetic_jpegs(folder: Path, count: int = 32, size: tuple[int, int] = (500, 375), seed: int = 0) -> Path:
@@ -35,10 +38,17 @@ def write_synthetic_jpegs(folder: Path, count: int = 32, size: tuple[int, int] =
     return folder
 
 
-def loader_throughput(dataset_cfg: dict, image_size: int = 448, seconds: float = 5.0, train: bool = True) -> dict:
-    """Images per second that one single-threaded worker decodes and augments (uint8 output)."""
-    resize = round(image_size * 512 / 448)
-    transform = build_transform({"resize": resize, "crop": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+def loader_throughput(dataset_cfg: dict, image_size: int = 448, seconds: float = 5.0, train: bool = True,
+                      show_progress: bool = False, preprocess: dict | None = None) -> dict:
+    """Images per second that one single-threaded worker decodes and augments (uint8 output).
+
+    ``preprocess`` is a recipe's (``resize``, ``crop``); without it, crop ``image_size`` after a
+    resize of ``image_size`` × 512/448. The dataset's own fix-ups run too (a real Aircraft copy's
+    banner crop; synthetic ImageFolder JPEGs have none, a view of no cost).
+    """
+    preprocess = preprocess or {"resize": round(image_size * 512 / 448), "crop": image_size}
+    resize, crop = preprocess["resize"], preprocess["crop"]
+    transform = build_transform({"resize": resize, "crop": crop, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
                                 train=train)
     options = dict(dataset_cfg)
     dataset = build_dataset(options.pop("type"), options.pop("data_root", None), "train", transform, **options)
@@ -47,14 +57,30 @@ def loader_throughput(dataset_cfg: dict, image_size: int = 448, seconds: float =
     try:
         dataset[0]  # warm-up: first-call costs are not per-image costs
         images, start = 0, time.perf_counter()
-        for index in itertools.cycle(range(len(dataset))):
-            dataset[index]
-            images += 1
-            if time.perf_counter() - start >= seconds:
-                break
+        with progress("decoding and augmenting", unit="images", enabled=show_progress) as bar:
+            for index in itertools.cycle(range(len(dataset))):
+                dataset[index]
+                images += 1
+                bar.advance()
+                if time.perf_counter() - start >= seconds:
+                    break
         elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
     return {"dataset": dataset_cfg["type"], "images": images, "seconds": round(elapsed, 3),
-            "resize": resize, "crop": image_size, "train_transform": train,
+            "resize": resize, "crop": crop, "train_transform": train,
             "images_per_s_per_worker": round(images / elapsed, 1)}
+
+
+def bottleneck(per_worker: float, workers: int, model_images_per_s: float) -> dict:
+    """Whether ``workers`` loader processes feed a model that trains ``model_images_per_s``, and how many would.
+
+    Workers scale about linearly while there are free cores (each is one process on one
+    core); ``workers=0`` loads in the main process, at about one worker's rate, in turn with
+    the model rather than beside it.
+    """
+    loader = per_worker * max(workers, 1)
+    return {"model_images_per_s": model_images_per_s, "workers": workers,
+            "loader_images_per_s": round(loader, 1),
+            "bottleneck": "loader" if loader < model_images_per_s else "model",
+            "workers_needed": max(1, math.ceil(model_images_per_s / per_worker))}

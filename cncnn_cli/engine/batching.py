@@ -6,11 +6,11 @@ unless the user turns that off; either way the numbers are said, not silently ap
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 from mmengine.config import Config
 
+from cncnn_cli.engine import launch
 from cncnn_cli.errors import CncnnError
 
 
@@ -36,8 +36,8 @@ class BatchPlan:
 
 
 def process_count(cfg: Config) -> int:
-    """Processes taking part in training: torchrun's WORLD_SIZE under ``--launcher pytorch``."""
-    return int(os.environ.get("WORLD_SIZE", "1")) if cfg.launcher == "pytorch" else 1
+    """Processes taking part in training: torchrun's WORLD_SIZE or srun's SLURM_NTASKS (launch.py)."""
+    return launch.process_count(cfg.launcher)
 
 
 def plan_batch(cfg: Config, processes: int | None = None) -> BatchPlan:

@@ -11,6 +11,7 @@ that every rank joins the decision to stop.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from mmengine.dist import barrier, is_distributed, is_main_process
-from mmengine.hooks import Hook
+from mmengine.hooks import Hook, RuntimeInfoHook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from rich.console import Console
@@ -59,10 +60,15 @@ class WorkDirHook(Hook):
     priority = "VERY_LOW"  # after ParamSchedulerHook: the saved schedulers are already stepped
 
     def __init__(self, checkpoint_info: Callable[[], Checkpoint], stop: StopRequest, batch_size: int,
-                 run_info: dict, resuming: bool, selected_on: str = "test", accumulate: int = 1) -> None:
+                 run_info: dict, resuming: bool, selected_on: str = "test", accumulate: int = 1,
+                 interval: int = 10) -> None:
         self.checkpoint_info = checkpoint_info
         self.selected_on = selected_on
         self.accumulate = accumulate
+        #: Iterations between read-backs of the loss (and, under DDP, between agreements to stop):
+        #: each read-back waits for the GPU to finish its queued work.
+        self.interval = interval
+        self._checked_iters = 0
         self.stop = stop
         self.batch_size = batch_size
         self.run_info = run_info
@@ -89,6 +95,7 @@ class WorkDirHook(Hook):
 
     def before_train_epoch(self, runner) -> None:
         self._epoch_loss, self._epoch_images, self._epoch_skipped, self._epoch_iters = 0.0, 0, 0, 0
+        self._checked_iters = 0
         self._epoch_start = time.perf_counter()
         self._epoch_lrs = learning_rates(runner)  # the schedulers step at the epoch's end
 
@@ -96,34 +103,51 @@ class WorkDirHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         loss = outputs.get("loss") if outputs else None
         if loss is not None:
-            value = _scalar(loss)
-            if not torch.isfinite(torch.tensor(value)):
-                raise NonFiniteLoss(
-                    f"the loss became {value} at epoch {runner.epoch + 1}, iteration {batch_idx + 1}; "
-                    f"stopped without saving, so {self.work_dir}/last.safetensors and {STATE_FILE} hold the last "
-                    f"good epoch. Lower the learning rate (--lr) or try without --amp.", exit_code=1)
-            self._epoch_loss += value
+            self._epoch_loss = self._epoch_loss + _detached(loss)  # stays on the device: no sync
             self._epoch_iters += 1
         if data_batch is not None:
             self._epoch_images += int(data_batch["inputs"].shape[0])
             self._epoch_skipped += int(data_batch.get("skipped", 0))
-        if (batch_idx + 1) % self.accumulate == 0 and self._stop_agreed():
+        if (batch_idx + 1) % self.interval == 0 or batch_idx + 1 == len(runner.train_dataloader):
+            self._epoch_loss_value(runner)
+        if (batch_idx + 1) % self.accumulate == 0 and self._stop_agreed((batch_idx + 1) // self.accumulate):
             # Mid-epoch, on an optimizer step (no half-accumulated gradient is lost): the sampler
             # resumes after the samples this rank has consumed.
+            self._epoch_loss_value(runner)  # never save a diverged model
             consumed = (batch_idx + 1) * self.batch_size
             self._save_state(runner, meta={"epoch": runner.epoch, "iter": runner.iter + 1}, skip=consumed)
             self._save_weights(runner, "last.safetensors")
             raise TrainingInterrupted(self.stop.signum or 2)
 
+    def _epoch_loss_value(self, runner) -> float:
+        """The epoch's summed loss, read back from the device; stops the run if it is not finite.
+
+        A non-finite loss keeps the sum non-finite, so checking at every read-back (every
+        ``interval`` iterations, and before anything is saved) catches it without a sync per step.
+        """
+        value = float(self._epoch_loss)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(
+                f"the loss became {value} at epoch {runner.epoch + 1}, within iterations {self._checked_iters + 1}–"
+                f"{self._epoch_iters}; stopped without saving, so {self.work_dir}/last.safetensors and {STATE_FILE} "
+                f"hold the last good epoch. Lower the learning rate (--lr) or try without --amp.", exit_code=1)
+        self._checked_iters = self._epoch_iters
+        return value
+
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self._stop_agreed():  # the epoch's state was saved before validation began
+        if self._stop_agreed(batch_idx + 1):  # the epoch's state was saved before validation began
             raise TrainingInterrupted(self.stop.signum or 2)
 
     after_test_iter = after_val_iter  # the final test runs after the last state was saved
 
-    def _stop_agreed(self) -> bool:
+    def _stop_agreed(self, step: int) -> bool:
+        """Whether to stop now. Under DDP every rank must stop at the same step, so the ranks agree
+        through an all-reduce, and reading its result waits for the GPU: done every ``interval``
+        steps only (a Ctrl-C then takes effect within ``interval`` steps)."""
         flag = self.stop.signum is not None
         if is_distributed():
+            if step % self.interval:
+                return False
             tensor = torch.tensor([float(flag)], device=_dist_device())
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
             flag = bool(tensor.item())
@@ -143,7 +167,7 @@ class WorkDirHook(Hook):
         lr, backbone_lr = self._epoch_lrs
         entry = {
             "epoch": epoch,
-            "loss": self._epoch_loss / max(self._epoch_iters, 1),
+            "loss": self._epoch_loss_value(runner) / max(self._epoch_iters, 1),
             "lr": lr,
             "backbone_lr": backbone_lr,
             "train_images_per_s": self._epoch_images / elapsed,
@@ -259,8 +283,44 @@ class WorkDirHook(Hook):
                              f"--val-fraction/--val-split (or start a new run)")
 
 
-def _scalar(value) -> float:
-    return value.detach().item() if isinstance(value, torch.Tensor) else float(value)
+def _detached(value) -> torch.Tensor | float:
+    """A step's output kept where it is: a tensor stays on its device (reading it would sync)."""
+    return value.detach() if isinstance(value, torch.Tensor) else float(value)
+
+
+@HOOKS.register_module()
+class DeferredRuntimeInfoHook(RuntimeInfoHook):
+    """mmengine's ``RuntimeInfoHook``, but the step outputs reach the message hub every ``interval``
+    iterations (and at an epoch's end), all in one device→host copy.
+
+    mmengine's own turns every logged loss into a Python number after every iteration, and each
+    such ``.item()`` waits for the GPU to finish everything queued. ``LoggerHook`` reads the hub
+    only at those same iterations, and the values arrive in iteration order, so logs and their
+    window averages are unchanged.
+    """
+
+    def __init__(self, interval: int = 10) -> None:
+        self.interval = interval
+        self._pending: list[dict] = []
+
+    def before_train_epoch(self, runner) -> None:
+        super().before_train_epoch(runner)
+        self._pending = []
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if outputs is not None:
+            self._pending.append({key: _detached(value) for key, value in outputs.items()})
+        if (batch_idx + 1) % self.interval == 0 or batch_idx + 1 == len(runner.train_dataloader):
+            self._flush(runner)
+
+    def _flush(self, runner) -> None:
+        tensors = [v for outputs in self._pending for v in outputs.values() if isinstance(v, torch.Tensor)]
+        numbers = iter(torch.stack([t.double().reshape(()) for t in tensors]).tolist() if tensors else [])
+        for outputs in self._pending:
+            for key, value in outputs.items():
+                runner.message_hub.update_scalar(f"train/{key}", next(numbers) if isinstance(value, torch.Tensor)
+                                                 else value)
+        self._pending = []
 
 
 def _dist_device() -> torch.device:
@@ -296,7 +356,7 @@ class ConsoleHook(Hook):
     def before_train_epoch(self, runner) -> None:
         self._start = time.perf_counter()
         self._images = 0
-        self._loss_sum, self._loss_n = 0.0, 0
+        self._loss_sum, self._loss_n, self._loss = 0.0, 0, 0.0
         if self.progress is not None:
             self.task = self.progress.add_task(
                 "train", total=len(runner.train_dataloader), epoch=f"{runner.epoch + 1}/{runner.max_epochs}",
@@ -307,16 +367,18 @@ class ConsoleHook(Hook):
             return
         self._images += int(data_batch["inputs"].shape[0]) if data_batch is not None else 0
         if outputs and "loss" in outputs:
-            self._loss_sum += _scalar(outputs["loss"])
+            self._loss_sum = self._loss_sum + _detached(outputs["loss"])
             self._loss_n += 1
         ips = self._images / max(time.perf_counter() - self._start, 1e-9)
-        loss = self._loss_sum / max(self._loss_n, 1)
         lr = learning_rates(runner)[0]
+        due = (batch_idx + 1) % self.interval == 0 or batch_idx + 1 == len(runner.train_dataloader)
+        if due:  # the loss is read back from the device only here: the bar shows the last reading
+            self._loss = float(self._loss_sum) / max(self._loss_n, 1)
         if self.progress is not None:
-            self.progress.update(self.task, advance=1, loss=loss, lr=lr, ips=ips)
-        elif (batch_idx + 1) % self.interval == 0 or batch_idx + 1 == len(runner.train_dataloader):
+            self.progress.update(self.task, advance=1, loss=self._loss, lr=lr, ips=ips)
+        elif due:
             self.console.print(f"epoch {runner.epoch + 1}/{runner.max_epochs} iter {batch_idx + 1}/"
-                               f"{len(runner.train_dataloader)} loss {loss:.4f} lr {lr:.2e} {ips:.1f} img/s",
+                               f"{len(runner.train_dataloader)} loss {self._loss:.4f} lr {lr:.2e} {ips:.1f} img/s",
                                highlight=False, soft_wrap=True)
 
     def after_val_epoch(self, runner, metrics=None) -> None:

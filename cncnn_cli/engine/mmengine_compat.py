@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os.path as osp
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -25,6 +27,21 @@ def mmengine_loggers() -> list[logging.Logger]:
 def skip_config_dump(runner: Runner) -> None:
     """The Runner would dump its own copy of the config; cncnn saves the validated one as config.py."""
     runner.dump_config = lambda: None
+
+
+@contextmanager
+def visualizer_open(runner: Runner) -> Iterator[None]:
+    """The trackers' runs stay open from training through the final test, and close once.
+
+    mmengine's ``LoggerHook.after_run`` closes the visualizer after ``train()`` and again after
+    ``test()``: the test's metrics would go to a closed tracker (MLflow would start a second run).
+    """
+    close = runner.visualizer.close
+    runner.visualizer.close = lambda: None
+    try:
+        yield
+    finally:
+        close()
 
 
 def load_local_weights_only(filename: str, map_location=None) -> Any:

@@ -22,12 +22,17 @@ from cncnn_cli.engine import amp
 from cncnn_cli.engine.mmengine_compat import mmengine_loggers, skip_config_dump
 from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr, plan_batch
 from cncnn_cli.engine.sampling import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
-from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook
+from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook  # also registers DeferredRuntimeInfoHook
+from cncnn_cli.engine.loader import loader_config
+from cncnn_cli.engine.precision import apply_fp32_precision, describe_fp32_precision, uses_channels_last
 from cncnn_cli.engine.protocol import build_datasets
 from cncnn_cli.engine.signals import StopRequest
+from cncnn_cli.engine.launch import export_slurm_environment
+from cncnn_cli.engine.trackers import TrackerHook
 from cncnn_cli.engine.sync_bn import convert_sync_batchnorm
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.models.classifier import build_model
+from cncnn_cli.models.compile import compile_model
 
 import cncnn_cli.data.collate  # noqa: F401,E402  (registers the collate function)
 import cncnn_cli.evaluation.metrics  # noqa: F401,E402  (registers the accuracy metric)
@@ -100,7 +105,9 @@ def run_info(cfg: Config, device: torch.device, plan: BatchPlan) -> dict:
 
 
 def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: StopRequest) -> Runner:
-    distributed = cfg.launcher == "pytorch"
+    distributed = cfg.launcher != "none"
+    if cfg.launcher == "slurm":
+        export_slurm_environment()  # LOCAL_RANK picks the GPU; mmengine needs no scontrol then
     device = _setup_device(cfg.device, distributed)
     if distributed:
         _init_distributed(device)
@@ -111,9 +118,8 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     if cfg.model.get("num_classes") not in (None, len(data.classes)):
         print(f"note: the recipe says {cfg.model['num_classes']} classes; the dataset has {len(data.classes)}, "
               f"which the model uses", file=sys.stderr)
-    # channels_last helps cuDNN, and oneDNN's bf16 convolution backward is several times slower
-    # without it (docs/benchmarks.md).
-    channels_last = device.type == "cuda" or cfg.amp
+    fp32 = apply_fp32_precision(device, cfg.fp32_precision)
+    channels_last = uses_channels_last(device, cfg.amp)
     model_cfg["data_preprocessor"] = dict(mean=list(cfg.preprocess["mean"]), std=list(cfg.preprocess["std"]),
                                           channels_last=channels_last)
     model = build_model(model_cfg)
@@ -121,6 +127,8 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
         model = convert_sync_batchnorm(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.compile:  # the forward, so that DDP and validation run it compiled too
+        compile_model(model, device)
     cfg.model = model_cfg
 
     def checkpoint_info() -> Checkpoint:
@@ -131,16 +139,9 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     if cfg.amp:
         optim_wrapper.update(amp.amp_wrapper_config(device))
     note = describe(plan, cfg.optim_wrapper["optimizer"]["lr"])
-    loader = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=False,
-                  collate_fn=dict(type="cncnn_collate"), pin_memory=device.type == "cuda")
+    loader = loader_config(cfg.batch_size, cfg.workers, device)
     experiment = f"cncnn_{time.time_ns()}"  # mmengine keeps one Visualizer per name per process
-    vis_backends = [dict(type="LocalVisBackend")]
-    try:
-        import tensorboard  # noqa: F401
-
-        vis_backends.append(dict(type="TensorboardVisBackend"))
-    except ImportError:
-        pass
+    vis_backends = [dict(type="LocalVisBackend"), *(dict(backend) for backend in cfg.vis_backends)]  # trackers.py
     _route_logs()  # loggers of earlier runs in this process may hold a closed stream
     runner = Runner(
         model=model,
@@ -157,11 +158,14 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
         train_cfg=dict(cfg.train_cfg),
         auto_scale_lr=mmengine_auto_scale_lr(plan),
         val_cfg=dict(),
-        default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=cfg.log_interval)),
+        default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=cfg.log_interval),
+                           runtime_info=dict(type="DeferredRuntimeInfoHook", interval=cfg.log_interval)),
         custom_hooks=[
-            WorkDirHook(checkpoint_info, stop, cfg.batch_size, run_info(cfg, device, plan), resume_from is not None,
-                        selected_on=data.selected_on, accumulate=plan.accumulate),
+            WorkDirHook(checkpoint_info, stop, cfg.batch_size, {**run_info(cfg, device, plan), **fp32},
+                        resume_from is not None, selected_on=data.selected_on, accumulate=plan.accumulate,
+                        interval=cfg.log_interval),
             ConsoleHook(cfg.log_interval),
+            TrackerHook(cfg.vis_backends),
             *cfg.custom_hooks,
         ],
         load_from=str(resume_from) if resume_from else None,
@@ -173,10 +177,12 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
         default_scope="mmengine",  # our models and datasets are built before the Runner sees them
         log_processor=dict(by_epoch=True, window_size=cfg.log_interval),
         visualizer=dict(type="Visualizer", vis_backends=vis_backends, name=experiment),
-        cfg=_runner_cfg(cfg, device),
+        cfg=_runner_cfg(cfg, device, work_dir),
         log_level="WARNING",
     )
     _route_logs()
+    if is_main_process():
+        print(describe_fp32_precision(fp32), file=sys.stderr)
     if note and is_main_process():
         print(f"note: {note}", file=sys.stderr)
         runner.logger.info(note)
@@ -193,13 +199,16 @@ def _final_test(data, loader: dict) -> dict:
                 test_evaluator=dict(type="cncnn_accuracy"), test_cfg=dict())
 
 
-def _runner_cfg(cfg: Config, device: torch.device) -> Config:
+def _runner_cfg(cfg: Config, device: torch.device, work_dir: Path) -> Config:
     """The keys mmengine's Runner reads from its config (the DDP wrapper) in its own terms.
 
     SyncBN is converted by cncnn before the Runner sees the model (mmengine's conversion
-    would drop our BatchNorm layers' own rules)."""
+    would drop our BatchNorm layers' own rules). The trackers get this config as their
+    parameters; MLflow's backend uploads the files of its ``work_dir`` when it closes."""
     runner_cfg = cfg.copy()
     runner_cfg.sync_bn = None
+    runner_cfg.compile = None  # compiled by cncnn (the forward, with a clear toolchain error), not train_step
+    runner_cfg.work_dir = str(work_dir)
     if device.type == "cpu":  # DDP rejects device_ids for a CPU model; mmengine passes LOCAL_RANK
         runner_cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
     return runner_cfg

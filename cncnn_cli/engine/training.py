@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -17,7 +16,9 @@ from mmengine.dist import is_main_process
 from cncnn_cli.utils.console import say
 from cncnn_cli.engine.batching import plan_batch, smaller_batches
 from cncnn_cli.engine.hooks import STATE_FILE, WorkDirHook
+from cncnn_cli.engine.launch import process_rank
 from cncnn_cli.engine.lock import work_dir_lock
+from cncnn_cli.engine.mmengine_compat import visualizer_open
 from cncnn_cli.engine.runner import build_runner, resume_path
 from cncnn_cli.engine.signals import StopRequest, TrainingInterrupted
 from cncnn_cli.errors import CncnnError
@@ -59,7 +60,7 @@ def run_training(cfg: Config, run_dir: Path, resume: str | None, resume_command:
 
 def _first_rank(cfg: Config) -> bool:
     """Rank 0 of a DDP run (or a single process), known before the process group exists."""
-    return cfg.launcher != "pytorch" or os.environ.get("RANK", "0") == "0"
+    return process_rank(cfg.launcher) == 0
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -92,9 +93,10 @@ def _train_in(cfg: Config, run_dir: Path, resume: str | None, resume_command: li
         with contextlib.redirect_stdout(sys.stderr):
             runner = build_runner(cfg, run_dir, state, stop)
             progress.started = True
-            runner.train()
-            if work_dir_hook(runner).needs_final_test:
-                runner.test()
+            with visualizer_open(runner):
+                runner.train()
+                if work_dir_hook(runner).needs_final_test:
+                    runner.test()
     except TrainingInterrupted as exc:
         if is_main_process():
             say(f"interrupted: saved {run_dir}/{STATE_FILE} and last.safetensors. Resume with:\n"

@@ -1,19 +1,37 @@
 """Evaluating a checkpoint on a dataset split (the engine behind ``cncnn eval``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cncnn_cli.weights.checkpoint import load_model
+from cncnn_cli.config.defaults import DEFAULT_WORKERS
 from cncnn_cli.data.collate import collate
-from cncnn_cli.utils.device import resolve_device
+from cncnn_cli.data.dataset import FineGrainedDataset, build_dataset
+from cncnn_cli.data.transforms import build_transform
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.evaluation.metrics import AccuracyMetric, accuracy_report, confusion_matrix, stacked
-from cncnn_cli.data.transforms import build_transform
-from cncnn_cli.data.dataset import build_dataset
+from cncnn_cli.models.classifier import Classifier
+from cncnn_cli.models.compile import compile_model
+from cncnn_cli.utils.device import resolve_device
+from cncnn_cli.utils.progress import progress
+from cncnn_cli.weights.checkpoint import load_model
+
+
+@dataclass
+class Mistake:
+    """One wrongly classified image, as the model saw it."""
+
+    path: str
+    image: np.ndarray  # H×W×3 uint8, after the checkpoint's eval preprocessing
+    #: The low-level spatial mask (SA3, h×w); None for models without attention maps.
+    mask: np.ndarray | None
+    label: int
+    predicted: int
+    score: float  # softmax probability of the predicted class
 
 
 @dataclass
@@ -26,12 +44,23 @@ class Evaluation:
     logits: torch.Tensor
     #: Under ``tta='flip'``: the same report without the flips, so both can be quoted.
     without_tta: dict | None = None
+    #: True class of each row of ``logits``, and its image file.
+    labels: torch.Tensor | None = None
+    paths: list[str] = field(default_factory=list)
+    #: The most confident mistakes, most confident first (``mistakes=N`` asks for them).
+    mistakes: list[Mistake] = field(default_factory=list)
 
 
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root: str | None = None,
-                        split: str = "test", batch_size: int = 32, workers: int = 2,
-                        device: str = "auto", tta: str = "none") -> Evaluation:
-    """Accuracy of the checkpoint at ``path``; ``tta='flip'`` averages each image's logits with its mirror's."""
+                        split: str = "test", batch_size: int = 32, workers: int = DEFAULT_WORKERS,
+                        device: str = "auto", tta: str = "none", mistakes: int = 0,
+                        show_progress: bool = False, compile: bool = False) -> Evaluation:
+    """Accuracy of the checkpoint at ``path``; ``tta='flip'`` averages each image's logits with its mirror's.
+
+    ``mistakes=N`` also returns the N most confident mistakes with their images and masks;
+    ``show_progress`` draws a progress bar on stderr; ``compile`` runs the forward under
+    torch.compile (:mod:`cncnn_cli.models.compile`).
+    """
     if tta not in ("none", "flip"):
         raise CncnnError(f"--tta {tta}: expected none or flip")
     model, info = load_model(path)
@@ -53,15 +82,20 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
                          f"trained for")
     target = resolve_device(device)
     model = model.to(target).eval()
+    if compile:
+        compile_model(model, target)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=target.type == "cuda")
     metrics = {"plain": AccuracyMetric(), "flip": AccuracyMetric()}
-    skipped = 0
-    with torch.inference_mode():
+    skipped, paths = 0, []
+    with torch.inference_mode(), progress(f"evaluating on {split}", total=len(data), unit="images",
+                                          enabled=show_progress) as bar:
         for batch in loader:
             skipped += batch["skipped"]
+            bar.advance(len(batch["paths"]) + batch["skipped"])
             if batch["inputs"].shape[0] == 0:
                 continue
+            paths += batch["paths"]
             outputs = model.test_step(batch)  # the path validation takes
             metrics["plain"].process(batch, outputs)
             if tta == "flip":
@@ -73,10 +107,34 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
     ensemble, heads, truth = stacked(metrics[reported].results)
     return Evaluation(accuracy_report(ensemble, heads, truth),
                       confusion_matrix(ensemble.argmax(1), truth, num_classes), list(info.classes), skipped,
-                      ensemble, accuracy_report(*stacked(metrics["plain"].results)) if reported == "flip" else None)
+                      ensemble, accuracy_report(*stacked(metrics["plain"].results)) if reported == "flip" else None,
+                      truth, paths, _most_confident_mistakes(model, data, paths, ensemble, truth, mistakes))
 
 
 def _average(a: dict, b: dict) -> dict:
     """One image's two predict-mode outputs (itself and its mirror), averaged logit by logit."""
     return {"logits": (a["logits"] + b["logits"]) / 2, "label": a["label"],
             "heads": {name: (a["heads"][name] + b["heads"][name]) / 2 for name in a["heads"]}}
+
+
+def _most_confident_mistakes(model: Classifier, data: FineGrainedDataset, paths: list[str], logits: torch.Tensor,
+                             labels: torch.Tensor, count: int) -> list[Mistake]:
+    """The ``count`` wrong predictions with the highest probability, re-read and run once more for their masks."""
+    if count <= 0:
+        return []
+    scores, predicted = torch.softmax(logits.float(), 1).max(1)
+    wrong = (predicted != labels).nonzero().flatten()
+    chosen = wrong[scores[wrong].argsort(descending=True)][:count].tolist()
+    if not chosen:
+        return []
+    index_of = {str(sample_path): i for i, (sample_path, _) in enumerate(data.samples)}
+    samples = [(row, data[index_of[paths[row]]]) for row in chosen]
+    chosen = [row for row, sample in samples if sample is not None]  # a file changed since the pass: left out
+    if not chosen:
+        return []
+    images = torch.stack([sample["inputs"] for _, sample in samples if sample is not None])
+    with torch.inference_mode():
+        maps = model.infer({"inputs": images.to(next(model.parameters()).device)})["maps"]
+    low_level = None if maps is None else maps[0].float().cpu().numpy()
+    return [Mistake(paths[row], images[i].permute(1, 2, 0).numpy(), None if low_level is None else low_level[i],
+                    int(labels[row]), int(predicted[row]), float(scores[row])) for i, row in enumerate(chosen)]

@@ -21,12 +21,14 @@ class CncnnDataPreprocessor(BaseDataPreprocessor):
     """Moves a uint8 batch to the device and normalizes it there: ``(x - mean) / std``.
 
     Images travel as uint8 (4× fewer bytes through the loader); ``channels_last`` helps
-    cuDNN and bf16 on recent GPUs.
+    cuDNN and bf16 on recent GPUs. The host→device copy is non-blocking: from the pinned
+    batches the CUDA loaders deliver it overlaps with compute instead of stalling the host,
+    and from pageable memory CUDA stages it synchronously anyway, so it is safe either way.
     """
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  channels_last: bool = False) -> None:
-        super().__init__()
+        super().__init__(non_blocking=True)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.channels_last = channels_last

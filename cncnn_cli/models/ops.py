@@ -7,6 +7,11 @@
 - Helpers: :func:`integer_scale`, :func:`memory_format_of`, :func:`autocast_once`,
   :func:`maybe_recompute`.
 
+Under ``torch.compile`` the hand-written autograd Functions are kept out of the graph (Dynamo
+cannot trace their ``out=`` writes into views): :func:`upsampled_conv` and
+:func:`scatter_phases` run eagerly between compiled regions, and :func:`lstm_gates` takes the
+plain formula, which the compiler fuses itself (same numbers).
+
 tests/test_speedups.py checks the kernels against the plain formulas, values and gradients.
 """
 from __future__ import annotations
@@ -57,6 +62,7 @@ def phase_plan(kernel_size: int, scale: int) -> PhasePlan:
                      width, (lo, hi))
 
 
+@torch.compiler.disable
 def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                    scale: tuple[int, int]) -> torch.Tensor:
     """Phases of ``conv2d(nearest_upsample(x, scale), weight, bias, padding=k//2)``, computed on ``x``.
@@ -134,6 +140,7 @@ class _ScatterPhases(torch.autograd.Function):
         return grad_phases, grad if ctx.has_base else None, None, None, None
 
 
+@torch.compiler.disable
 def scatter_phases(phases: torch.Tensor, scale: tuple[int, int], size: tuple[int, int], kernel_size: int,
                    base: torch.Tensor | None = None,
                    memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
@@ -216,7 +223,20 @@ def lstm_gates(gates: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tenso
     ``c = None`` is the zero state: the forget term vanishes, so ``gates`` holds only
     i, o, g (3C channels).
     """
+    if torch.compiler.is_compiling():
+        return gate_formula(gates, c)
     return _LSTMGates.apply(gates, c)
+
+
+def gate_formula(gates: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`lstm_gates` in plain torch ops, for compilers to fuse (and autograd to differentiate)."""
+    if c is None:
+        i, o, g = gates.chunk(3, 1)
+        c_next = torch.sigmoid(i) * torch.tanh(g)
+    else:
+        i, f, o, g = gates.chunk(4, 1)
+        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_next), c_next
 
 
 def maybe_recompute(enabled: bool, fn: Callable, *args):

@@ -47,7 +47,9 @@ class _RichBar(Bar):
             MofNCompleteColumn(), TextColumn(f"{unit} · {{task.fields[speed]}}")]
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), *count, TimeElapsedColumn(),
                                   TextColumn("left"), TimeRemainingColumn(),
-                                  console=Console(file=stream), transient=False)
+                                  console=Console(file=stream), transient=False,
+                                  # stderr lines print above the bar; stdout (results) is never touched
+                                  redirect_stdout=False, redirect_stderr=True)
         self._task = self._progress.add_task(description, total=total, speed="")
         self._start = time.perf_counter()
 
@@ -124,7 +126,7 @@ def _is_terminal(stream: TextIO) -> bool:
 
 def _amount(value: float, unit: str) -> str:
     if unit != "B":
-        return f"{value:,.0f} {unit}"
+        return f"{value:,.0f} {unit}" if value >= 10 or value == int(value) else f"{value:.1f} {unit}"
     exponent = 0
     while value >= 1000 and exponent < 3:
         value, exponent = value / 1000, exponent + 1

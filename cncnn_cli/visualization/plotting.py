@@ -1,4 +1,5 @@
-"""Every picture cncnn draws: attention maps (the paper's Figure 3), training curves, confusion matrices.
+"""Every picture cncnn draws: attention maps (the paper's Figure 3), training curves, confusion matrices,
+the gallery of mistakes.
 
 Figures are built with matplotlib's object API (``Figure`` on an Agg canvas), never pyplot:
 no global figure registry to leak memory across hundreds of images, no display needed,
@@ -201,6 +202,40 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str 
     ax.set_ylabel(f"true class{axis_note}", fontsize=12)
     mean_accuracy = 100.0 * float(np.diag(normalized)[totals[:, 0] > 0].mean()) if (totals > 0).any() else 0.0
     ax.set_title(f"{title} — {k} classes, mean class accuracy {mean_accuracy:.2f}%", fontsize=13)
+    return fig
+
+
+def errors_figure(images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None], titles: Sequence[str],
+                  title: str, columns: int = 4) -> Figure:
+    """A grid of mistakes: each image as the model saw it, its low-level spatial mask over a grey
+    copy when the model has one (the Figure-3 view), and a caption of true vs predicted class.
+
+    ``images`` are ``H×W×3`` uint8; ``masks`` are ``h×w`` (or ``1×h×w``) or None for models
+    without attention maps, which get the colour image alone.
+    """
+    count = len(images)
+    if not count:
+        raise ValueError("errors_figure needs at least one image")
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    fig = _new_figure(3.6 * columns, 3.9 * rows + 0.6)
+    for index, (image, mask, caption) in enumerate(zip(images, masks, titles)):
+        ax = fig.add_subplot(rows, columns, index + 1)
+        image = np.asarray(image)
+        if mask is None:
+            ax.imshow(image)
+        else:
+            grey = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
+            ax.imshow(heatmap(np.asarray(mask, dtype=np.float32).squeeze(), image.shape[:2]), cmap=HEATMAP,
+                      vmin=0.0, vmax=1.0, alpha=OVERLAY_ALPHA)
+        ax.set_title(caption, fontsize=9.5, loc="left")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor("tab:red")
+            spine.set_linewidth(2)
+    fig.suptitle(title, fontsize=13, fontweight="bold")
     return fig
 
 

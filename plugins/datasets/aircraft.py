@@ -39,6 +39,8 @@ class Aircraft(FineGrainedDataset):
     published: ClassVar[dict[str, int]] = {
         **PUBLISHED_IMAGES, "train": PUBLISHED_IMAGES["trainval"], "classes": PUBLISHED_CLASSES["variant"]
     }
+    #: About 1-2 Mpixel photos, banner included (it is cropped after decoding, as in training).
+    typical_image_size: ClassVar[tuple[int, int]] = (1200, 800)
     #: ``--val-split val``: train on FGVC's ``train`` only, so its ``val`` can choose the checkpoint.
     published_val: ClassVar[dict[str, str]] = {"train_split": "train"}
     #: The Oxford VGG release.

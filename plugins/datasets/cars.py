@@ -95,6 +95,7 @@ class StanfordCarsDataset(FineGrainedDataset):
 
     name = "cars"
     published: ClassVar[dict[str, int]] = {"train": 8144, "test": 8041, "classes": 196}
+    typical_image_size: ClassVar[tuple[int, int]] = (700, 480)  # sizes vary widely; about the mean
     #: The files of the original release (its site is gone, so no URL), with the sums TFDS
     #: recorded from it (tensorflow/datasets, tensorflow_datasets/url_checksums/cars196.txt).
     archives: ClassVar[tuple[Archive, ...]] = (

@@ -32,6 +32,7 @@ class CUB(FineGrainedDataset):
 
     name = "cub"
     published: ClassVar[dict[str, int]] = {"train": 5994, "test": 5794, "classes": 200}
+    typical_image_size: ClassVar[tuple[int, int]] = (500, 375)  # most are 500 wide
     #: CaltechDATA record 65de6-vp158, which also publishes md5 97eceeb196236b17998738112f37df78.
     archives: ClassVar[tuple[Archive, ...]] = (Archive(
         "CUB_200_2011.tgz", "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",

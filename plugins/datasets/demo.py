@@ -113,6 +113,8 @@ class Demo(FineGrainedDataset):
     ``test_per_class`` too) and ``seed`` define the set; ``data_root`` is ignored.
     """
 
+    typical_image_size = None  # generated: `cncnn data speed` measures the set itself
+
     name = "demo"
 
     def __init__(

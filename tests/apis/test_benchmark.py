@@ -9,7 +9,8 @@ from cncnn_cli.cli.main import main
 
 TINY = ["--image-size", "64", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--backbone", "resnet18"]
 VARIANTS = ["full", "hl+lh", "hl", "baseline", "official-formulation"]
-KEYS = {"device", "variant", "image_size", "batch_size", "amp", "train", "infer", "peak_memory_mb", "params_m",
+KEYS = {"device", "device_name", "variant", "image_size", "batch_size", "amp", "precision", "fp32_matmul_precision",
+        "tf32", "channels_last", "cudnn_benchmark", "compile", "impl", "steps", "warmup", "train", "infer", "peak_memory_mb", "params_m",
         "gflops_per_image"}
 
 
@@ -30,7 +31,11 @@ def test_json_has_exactly_the_promised_keys_and_plausible_values(variant, result
     doc = _run(capsys, "--variant", variant)
     results[variant] = doc
     assert set(doc) == KEYS
-    assert set(doc["train"]) == set(doc["infer"]) == {"step_s", "images_per_s"}
+    assert set(doc["train"]) == set(doc["infer"]) == {"step_s", "images_per_s", "mfu"}
+    # as `cncnn train` runs on CPU: no TF32, NCHW in fp32, no cuDNN; a CPU has no known peak
+    assert (doc["precision"], doc["fp32_matmul_precision"], doc["tf32"]) == ("fp32", "highest", False)
+    assert doc["channels_last"] is False and doc["cudnn_benchmark"] is False
+    assert doc["train"]["mfu"] is None and doc["infer"]["mfu"] is None
     assert doc["device"] == "cpu" and doc["variant"] == variant and doc["amp"] is False
     assert doc["image_size"] == 64 and doc["batch_size"] == 2
     for part in ("train", "infer"):
@@ -53,6 +58,48 @@ def test_amp_and_checkpointed_convlstm_run(extra, capsys):
     doc = _run(capsys, "--variant", "full", *extra)
     assert set(doc) == KEYS and doc["amp"] is ("--amp" in extra)
     assert doc["train"]["step_s"] > 0
+    if "--amp" in extra:  # as `train --amp` on CPU: bf16, channels_last (oneDNN's fast bf16 kernels)
+        assert doc["precision"] == "bf16" and doc["channels_last"] is True
+
+
+@pytest.mark.parametrize("extra,expected", [
+    ([], ("phase", False)), (["--impl", "conv"], ("conv", False)), (["--compile"], ("conv", True)),
+    (["--compile", "--impl", "phase"], ("phase", True)), (["--variant", "official-formulation"], ("plain", False)),
+    (["--variant", "hl"], (None, False)),
+])
+def test_json_reports_the_convlstm_path_that_ran_and_compile(extra, expected, capsys, monkeypatch):
+    monkeypatch.setattr("cncnn_cli.models.compile.BACKEND", "aot_eager")  # inductor's C++ build is slow here
+    doc = _run(capsys, *extra)
+    assert (doc["impl"], doc["compile"]) == expected
+
+
+def test_defaults_follow_the_device():
+    from cncnn_cli.apis.benchmark import DEFAULT_RUN
+
+    assert DEFAULT_RUN["cuda"][:2] == (64, 10) and DEFAULT_RUN["cpu"][0] == 2
+
+
+@pytest.mark.parametrize("name,precision,peak", [
+    ("NVIDIA H200", "bf16", 989.4), ("NVIDIA H100 80GB HBM3", "tf32", 494.7), ("NVIDIA H100 80GB HBM3", "fp32", 66.9),
+    ("NVIDIA A100-SXM4-80GB", "bf16", 312.0), ("NVIDIA A100-PCIE-40GB", "tf32", 156.0),
+    ("NVIDIA H100 PCIe", "bf16", None), ("NVIDIA H200 NVL", "bf16", None), ("Tesla T4", "fp16", None),
+    ("Intel(R) Xeon(R) Processor, 2 threads, AVX512", "fp32", None),
+])
+def test_peaks_are_known_only_for_listed_boards(name, precision, peak):
+    from cncnn_cli.apis.benchmark import peak_tflops
+
+    assert peak_tflops(name, precision) == peak
+
+
+def test_mfu_is_achieved_flops_over_the_peak_for_the_precision_used():
+    from cncnn_cli.apis.benchmark import _speed, mfu_precision
+
+    # 2 images of 100 TFLOP each in 1 s against a 400 TFLOP/s peak: half the peak
+    assert _speed(1.0, 2, 100e12, 400.0) == {"step_s": 1.0, "images_per_s": 2.0, "mfu": 0.5}
+    assert _speed(1.0, 2, 100e12, None)["mfu"] is None
+    assert mfu_precision({"precision": "fp32", "tf32": True}) == "tf32"
+    assert mfu_precision({"precision": "fp32", "tf32": False}) == "fp32"
+    assert mfu_precision({"precision": "bf16", "tf32": True}) == "bf16"
 
 
 def test_table_goes_to_stdout_and_logs_to_stderr(capsys):
@@ -67,6 +114,7 @@ def test_table_goes_to_stdout_and_logs_to_stderr(capsys):
     (["--image-size", "100"], "multiple of 32"),
     (["--variant", "baseline", "--checkpoint-convlstm"], "ConvLSTM variant"),
     (["--device", "cuda:7"], "--device"),
+    (["--variant", "hl", "--impl", "conv"], "--impl chooses the fast path of the full model's ConvLSTM"),
 ])
 def test_bad_settings_are_usage_errors(args, message, capsys):
     assert main(["benchmark", *TINY, *args]) == 2

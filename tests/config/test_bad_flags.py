@@ -33,6 +33,9 @@ BAD_FLAGS = {
     "unknown launcher": ["--launcher", "mpi"],
     "recipe key typo": ["--cfg-options", "val_fractoin=0.1"],
     "bad max_pixels": ["--cfg-options", "max_pixels=0"],
+    "unknown tracker": ["--vis-backend", "mlfow"],
+    "tracker option typo": ["--vis-backend", "mlflow", "--cfg-options", "vis_backends.0.tracking_url=file:/x"],
+    "unknown tracker type in the recipe key": ["--cfg-options", "vis_backends=[{'type': 'MLflow'}]"],
 }
 
 

@@ -121,6 +121,7 @@ def test_unreadable_image_gives_none_warns_once_and_is_dropped_by_collate(tmp_pa
     assert batch["skipped"] == 1
     assert batch["inputs"].shape == (3, 3, 32, 32) and batch["inputs"].dtype == torch.uint8
     assert batch["data_samples"].tolist() == [0, 1, 1] and batch["data_samples"].dtype == torch.int64
+    assert batch["paths"] == [dataset.samples[i][0] for i in (0, 2, 3)]  # the survivors, named for reports
 
 
 def test_collate_of_only_bad_items_is_an_empty_batch():

@@ -58,8 +58,9 @@ def test_fast_false_is_a_fusion_option():
     assert isinstance(fusion, ConvLSTMFusion) and not fusion.convlstm.fast
 
 
-def test_plain_convlstm_model_gives_the_default_logits():
-    fast = build_model(tiny_model_config()).double().eval()
+@pytest.mark.parametrize("impl", ["auto", "phase", "conv"])
+def test_plain_convlstm_model_gives_the_default_logits(impl):
+    fast = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, impl=impl))).double().eval()
     plain = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, fast=False))).double()
     plain.load_state_dict(fast.state_dict())  # strict: the same keys
     plain.eval()

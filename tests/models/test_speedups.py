@@ -13,7 +13,9 @@ import torch.nn.functional as F
 
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.models.ops import lstm_gates, phase_plan, scatter_phases, upsampled_conv
-from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion
+from cncnn_cli.config.resolve import validate_model
+from cncnn_cli.errors import CncnnError
+from cncnn_plugins.fusions import ConvLSTM, ConvLSTMFusion, resolve_impl
 from cncnn_plugins.official_formulation import OfficialConvLSTMFusion
 from tests.helpers.configs import tiny_model_config
 from tests.helpers.reference import convlstm_plain
@@ -90,16 +92,19 @@ def test_fused_gate_math_equals_the_formula(with_state, use):
                       **FLOAT64)
 
 
+@pytest.mark.parametrize("impl", [None, "phase", "conv"])  # None: the default, auto (phase on CPU)
+@pytest.mark.parametrize("checkpoint", [False, True])
 @pytest.mark.parametrize("size,shapes", [
     ((12, 12), [(3, 3), (6, 6), (12, 12)]),  # the model's P5, P4, P3 (×4, ×2, ×1)
     ((12, 8), [(4, 2), (6, 8), (12, 8)]),    # different factors per axis
     ((10, 10), [(3, 3), (5, 5), (10, 10)]),  # 10/3 is no integer: upsampled first
     ((6, 6), [(6, 6), (6, 6), (6, 6)]),      # all at full size
 ])
-def test_convlstm_equals_the_plain_formula_on_upsampled_maps(size, shapes):
-    cell = ConvLSTM(channels=6).double()
+def test_every_impl_equals_the_plain_formula_values_and_gradients(impl, checkpoint, size, shapes):
+    cell = ConvLSTM(channels=6, checkpoint=checkpoint, **({} if impl is None else {"impl": impl})).double()
     torch.nn.init.normal_(cell.conv.weight, std=0.2)
     torch.nn.init.normal_(cell.conv.bias, std=0.2)
+    assert cell.impl_on(torch.device("cpu")) == (impl or "phase")
     sequence = [torch.randn(2, 6, *shape, dtype=torch.float64, requires_grad=True) for shape in shapes]
     fast = cell(sequence, size)
     plain = convlstm_plain([F.interpolate(x, size=size, mode="nearest") for x in sequence],
@@ -107,6 +112,42 @@ def test_convlstm_equals_the_plain_formula_on_upsampled_maps(size, shapes):
     _assert_all_close(fast, plain, **FLOAT64)
     inputs = [cell.conv.weight, cell.conv.bias, *sequence]
     _assert_all_close(_grads(fast, inputs), _grads(plain, inputs), **FLOAT64)
+
+
+@pytest.mark.parametrize("impl", ["phase", "conv"])
+def test_every_impl_keeps_channels_last_and_bf16_close_to_the_formula(impl):
+    cell = ConvLSTM(channels=8, impl=impl)
+    sequence = [torch.randn(2, 8, s, s) for s in (2, 4, 8)]
+    plain = convlstm_plain([F.interpolate(x, size=(8, 8), mode="nearest") for x in sequence],
+                           cell.conv.weight, cell.conv.bias)
+    channels_last = cell([x.contiguous(memory_format=torch.channels_last) for x in sequence], (8, 8))
+    _assert_all_close(channels_last, plain, **FLOAT32)
+    assert all(h.is_contiguous(memory_format=torch.channels_last) for h in channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = cell(sequence, (8, 8))
+    assert all(h.dtype == torch.bfloat16 for h in low)
+    _assert_all_close([h.float() for h in low], plain, rtol=0.05, atol=0.05)
+
+
+def test_auto_impl_is_phase_on_cpu_and_conv_on_cuda_and_under_compile():
+    assert resolve_impl("auto", torch.device("cpu")) == "phase"
+    assert resolve_impl("auto", torch.device("cuda", 0)) == "conv"
+    assert resolve_impl("auto", torch.device("cpu"), compiling=True) == "conv"
+    assert resolve_impl("phase", torch.device("cuda")) == "phase"
+    assert ConvLSTM(channels=4, fast=False).impl_on(torch.device("cuda")) == "plain"
+
+
+def test_impl_is_checked_and_configs_with_only_fast_keep_working():
+    with pytest.raises(CncnnError, match="impl 'gemm': expected one of auto, phase, conv"):
+        ConvLSTM(channels=4, impl="gemm")
+    with pytest.raises(CncnnError, match="fast=False runs the plain formula"):
+        ConvLSTM(channels=4, fast=False, impl="conv")
+    with pytest.raises(CncnnError, match=r"model.fusion.impl: 'gemm' is not one of"):
+        validate_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, impl="gemm")))
+    old = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, fast=True)))
+    conv = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, impl="conv")))
+    conv.load_state_dict(old.state_dict())  # strict: impl changes no parameter
+    assert old.fusion.convlstm.impl == "auto" and old.fusion.impl_on(torch.device("cpu")) == "phase"
 
 
 def test_convlstm_keeps_channels_last_inputs_channels_last_and_exact():

@@ -1,0 +1,40 @@
+"""tools/gpu_check.py's CPU dry run: every part of the GPU check runs, so the script never rots."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ROW_KEYS = {"device", "torch", "variant", "precision", "batch", "compile", "impl", "train_images_per_s",
+            "infer_images_per_s", "mfu", "peak_memory_gib"}
+
+
+@pytest.mark.slow
+def test_dry_run_passes_every_part_and_writes_rows_of_the_documented_shape(tmp_path):
+    before = _figures()
+    out = tmp_path / "gpu.json"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    rows = json.loads(out.read_text())
+    assert {(r["variant"], r["precision"]) for r in rows} == {
+        (v, p) for v in ("full", "official-formulation", "baseline") for p in ("fp32", "bf16")}
+    assert all(set(r) == ROW_KEYS and r["train_images_per_s"] > 0 for r in rows)
+    checks = json.loads((tmp_path / "gpu_checks.json").read_text())
+    exact = checks["exactness"]["results"]
+    assert exact and all(r["passed"] for r in exact)
+    assert {r["precision"] for r in exact} == {"fp64", "fp32", "bf16", "fp16"}
+    assert checks["syncs"]["syncs_per_train_iteration"] and checks["syncs"]["syncs_per_val_batch"]
+    demo = checks["train_demo"]
+    assert demo["amp"]["returncode"] == 0 and demo["amp_accumulate_2"]["batch"]["accumulate"] == 2
+    assert checks["torchrun"]["returncode"] == 0 and checks["torchrun"]["backend"] == "gloo"
+    assert _figures() == before  # the dry run never touches the real figures
+
+
+def _figures() -> dict:
+    folder = ROOT / "docs" / "benchmarks"
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*")} if folder.is_dir() else {}
