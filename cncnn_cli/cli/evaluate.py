@@ -82,10 +82,10 @@ def _write_reports(out: Path, result) -> None:
         captions = [f"{Path(m.path).name}\ntrue: {names[m.label]}\npredicted: {names[m.predicted]} ({m.score:.0%})"
                     for m in result.mistakes]
         wrong = int(result.confusion.sum() - result.confusion.trace())
-        title = (f"the {len(result.mistakes)} most confident mistakes — {wrong} of {result.report['num_images']} "
-                 f"images wrong (top-1 {result.report['top1']:.2f}%)")
-        if result.mistakes[0].mask is not None:
-            title += "; heat: the low-level spatial mask SA3"
+        shown = len(result.mistakes)
+        which = ("the only mistake" if wrong == 1 else f"all {wrong} mistakes, most confident first"
+                 if shown == wrong else f"the {shown} most confident of {wrong} mistakes")
+        title = f"{which} — {result.report['num_images']} images, top-1 {result.report['top1']:.2f}%"
         written.append(save_figure(errors_figure([m.image for m in result.mistakes],
                                                  [m.mask for m in result.mistakes], captions, title),
                                    out / "errors.png"))

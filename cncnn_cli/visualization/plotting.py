@@ -8,6 +8,7 @@ and nothing here touches torch — callers pass numpy arrays.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -207,36 +208,47 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str 
 
 def errors_figure(images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None], titles: Sequence[str],
                   title: str, columns: int = 4) -> Figure:
-    """A grid of mistakes: each image as the model saw it, its low-level spatial mask over a grey
-    copy when the model has one (the Figure-3 view), and a caption of true vs predicted class.
+    """A grid of mistakes: each image as the model saw it, captioned with the true and the predicted
+    class, and beside it the low-level spatial mask over a grey copy (the Figure-3 view) when the
+    model has one. The colour image stays whole because colour often tells fine-grained classes apart.
 
     ``images`` are ``H×W×3`` uint8; ``masks`` are ``h×w`` (or ``1×h×w``) or None for models
-    without attention maps, which get the colour image alone.
+    without attention maps, which get the images alone.
     """
     count = len(images)
     if not count:
         raise ValueError("errors_figure needs at least one image")
+    panels = 1 if all(mask is None for mask in masks) else 2
     columns = min(columns, count)
     rows = math.ceil(count / columns)
-    fig = _new_figure(3.6 * columns, 3.9 * rows + 0.6)
+    width = max(2.6 * columns * panels, 8.0)
+    fig = _new_figure(width, 3.1 * rows + 0.8)
+    grid = fig.add_gridspec(rows, columns * panels)
     for index, (image, mask, caption) in enumerate(zip(images, masks, titles)):
-        ax = fig.add_subplot(rows, columns, index + 1)
+        row, col = divmod(index, columns)
         image = np.asarray(image)
-        if mask is None:
-            ax.imshow(image)
-        else:
+        ax = fig.add_subplot(grid[row, col * panels])
+        ax.imshow(image)
+        ax.set_title(caption, fontsize=9, loc="left")
+        _frame(ax, "tab:red")
+        if panels == 2 and mask is not None:
+            ax = fig.add_subplot(grid[row, col * panels + 1])
             grey = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
             ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
             ax.imshow(heatmap(np.asarray(mask, dtype=np.float32).squeeze(), image.shape[:2]), cmap=HEATMAP,
                       vmin=0.0, vmax=1.0, alpha=OVERLAY_ALPHA)
-        ax.set_title(caption, fontsize=9.5, loc="left")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor("tab:red")
-            spine.set_linewidth(2)
-    fig.suptitle(title, fontsize=13, fontweight="bold")
+            ax.set_title("spatial mask SA3", fontsize=9, loc="left", color="dimgray")
+            _frame(ax, "lightgray")
+    fig.suptitle("\n".join(textwrap.wrap(title, width=int(width * 9))), fontsize=12, fontweight="bold")
     return fig
+
+
+def _frame(ax, colour: str) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(2)
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
