@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cncnn_cli.cli.common import PluginOption, complete_recipe, err_console, invocation, out_console, setup
+from cncnn_cli.cli.common import CompileOption, PluginOption, complete_recipe, err_console, invocation, out_console, setup
 from cncnn_cli.cli.train import (AccumulateOpt, AmpOpt, BackboneOpt, BatchSizeOpt, CfgOptionsOpt, DataRootOpt,
                                       DatasetOpt, DeviceOpt, EffectiveBatchOpt, EpochsOpt, ImageSizeOpt, LauncherOpt,
                                       LrOpt, NoPretrainedOpt, NoScaleLrOpt, PretrainedOpt, SeedOpt, SyncBnOpt,
@@ -47,6 +47,7 @@ def ablate(
     sync_bn: SyncBnOpt = False,
     fp32_precision: Fp32PrecisionOpt = None,
     vis_backend: VisBackendOpt = None,
+    compile: CompileOption = False,
     plugin: PluginOption = None,
 ) -> None:
     """Train ablation variants like `train`, each in WORK_DIR/<variant>/; --all adds ablation.json and .md.
@@ -71,7 +72,7 @@ def ablate(
                         device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=None,
                         val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
                         effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn,
-                        fp32_precision=fp32_precision, vis_backend=vis_backend)
+                        fp32_precision=fp32_precision, vis_backend=vis_backend, compile=compile)
     if seeds is not None and seed is not None:
         raise CncnnError("give either --seed (one run per variant) or --seeds N (seeds 0..N-1), not both")
     root = work_dir or Path("work_dirs") / f"ablate_{Path(recipe).stem}"

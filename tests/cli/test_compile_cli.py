@@ -53,3 +53,16 @@ def _close(actual, expected) -> bool:
     if isinstance(expected, float):
         return actual == pytest.approx(expected, rel=1e-4, abs=1e-6)
     return actual == expected
+
+
+def test_ablate_passes_compile_to_every_run(monkeypatch, tmp_path):
+    seen = {}
+
+    def record(recipe, variants, flags, cfg_options, root, command, seeds):
+        seen.update(flags=flags, variants=variants)
+        return 0, None
+
+    monkeypatch.setattr("cncnn_cli.apis.ablation.run_ablation", record)
+    assert main(["ablate", "demo", "--baseline", "--compile", "--work-dir", str(tmp_path)]) == 0
+    assert seen["flags"]["compile"] is True and seen["variants"] == ["baseline"]
+    assert resolve_config("demo", seen["flags"]).compile is True
