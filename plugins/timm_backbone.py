@@ -18,7 +18,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.errors import CncnnError, first_line
 from cncnn_cli.registry import BACKBONES
 from cncnn_cli.weights.pretrained import load_state_file
 
@@ -57,7 +57,7 @@ class TimmBackbone(nn.Module):
                                            out_indices=indices, pretrained_cfg_overlay=overlay, **kwargs)
         except _BUILD_ERRORS as exc:  # the probe already built it: what fails here is the weights
             raise CncnnError(f"timm backbone {model}: pretrained weights '{pretrained}' do not fit it "
-                             f"({_first_line(exc)}). Give weights of a timm {model}.") from None
+                             f"({first_line(exc)}). Give weights of a timm {model}.") from None
         self.out_channels = tuple(self.trunk.feature_info.channels())
         # Swin-like trunks give channels-last (NHWC) tensors; the fusion takes NCHW.
         self.nhwc = getattr(self.trunk, "output_fmt", "NCHW") == "NHWC"
@@ -93,7 +93,7 @@ def stage_indices(timm: ModuleType, model: str, kwargs: dict) -> list[int]:
         with torch.device("meta"):
             probe = timm.create_model(model, pretrained=False, features_only=True, **kwargs)
     except _BUILD_ERRORS as exc:
-        raise CncnnError(f"timm backbone {model}: cannot build it with features_only=True ({_first_line(exc)})") \
+        raise CncnnError(f"timm backbone {model}: cannot build it with features_only=True ({first_line(exc)})") \
             from None
     reductions = probe.feature_info.reduction()
     index_of = {reduction: index for index, reduction in enumerate(reductions)}
@@ -156,8 +156,3 @@ def _url_file(model: str, url: str) -> Path:
             f"or --no-pretrained to train from scratch."
         ) from None
     return target
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -37,7 +37,7 @@ from cncnn_cli import __version__
 from cncnn_cli.apis.inference import Predictor
 from cncnn_cli.data.images import find_images, load_rgb
 from cncnn_cli.data.transforms import build_transform, size_pair
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.errors import CncnnError, first_line
 from cncnn_cli.utils.atomic import atomic_write
 from cncnn_cli.utils.console import say
 from cncnn_cli.weights.checkpoint import Checkpoint, load_model
@@ -182,7 +182,7 @@ def write_onnx(graph: ExportGraph, path: Path, size: tuple[int, int], batch: int
                                         output_names=["logits"], dynamic_shapes=dynamic, opset_version=opset,
                                         verbose=False)
     except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways; one line for people
-        raise CncnnError(f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)})", exit_code=1) from None
+        raise CncnnError(f"ONNX export failed ({type(exc).__name__}: {first_line(exc)})", exit_code=1) from None
     program.model.metadata_props.update(metadata)
     program.save(path, external_data=False)
 
@@ -194,7 +194,7 @@ def write_pt2(graph: ExportGraph, path: Path, size: tuple[int, int], batch: int 
         with torch.no_grad():
             program = torch.export.export(graph, (example,), dynamic_shapes=dynamic)
     except Exception as exc:  # noqa: BLE001 - as in write_onnx
-        raise CncnnError(f"torch.export failed ({type(exc).__name__}: {_first_line(exc)})", exit_code=1) from None
+        raise CncnnError(f"torch.export failed ({type(exc).__name__}: {first_line(exc)})", exit_code=1) from None
     with open(path, "wb") as handle:  # a handle: torch.export warns about a path not ending in .pt2
         torch.export.save(program, handle)
 
@@ -294,8 +294,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

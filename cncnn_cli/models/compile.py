@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.errors import CncnnError, first_line
 
 #: The torch.compile backend ``--compile`` uses.
 BACKEND = "inductor"
@@ -77,7 +77,7 @@ def _guarded(compiled: Callable, backend: str | Callable) -> Callable:
             return compiled(*args, **kwargs)
         except (BackendCompilerFailed, InductorError) as error:
             cause = error.inner_exception if isinstance(error, BackendCompilerFailed) else error
-            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            first = first_line(cause)
             raise CncnnError(f"--compile: the {getattr(backend, '__name__', backend)} backend failed ({type(cause).__name__}: {first}); "
                              f"check its toolchain (a C++ compiler on CPU, Triton on CUDA) or drop --compile",
                              exit_code=1) from None

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from cncnn_cli import __version__
 from cncnn_cli.utils.atomic import atomic_write
-from cncnn_cli.errors import CheckpointError, CncnnError
+from cncnn_cli.errors import CheckpointError, CncnnError, first_line
 
 FORMAT = "cncnn"
 FORMAT_VERSION = "1"
@@ -87,7 +87,7 @@ def read_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, torch.Tenso
         raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
-            f"{path}: not a readable cncnn checkpoint ({_first_line(exc)}). cncnn checkpoints are "
+            f"{path}: not a readable cncnn checkpoint ({first_line(exc)}). cncnn checkpoints are "
             f".safetensors files written by `cncnn train` or `cncnn convert`; the file may be truncated."
         ) from None
     try:
@@ -100,7 +100,7 @@ def read_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, torch.Tenso
             extra=json.loads(meta.get("extra", "{}")),
         )
     except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cncnn metadata is damaged ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: cncnn metadata is damaged ({first_line(exc)})") from None
     return info, state
 
 
@@ -114,7 +114,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Checkpoint]:
     except CncnnError as exc:
         raise CheckpointError(f"{path}: cannot build its model: {exc}") from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot build its model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: cannot build its model ({type(exc).__name__}: {first_line(exc)})") from None
     load_weights(model, state, path)
     return model.eval(), info
 
@@ -136,8 +136,3 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
             parts.append(f"{len(wrong)} of other shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})")
         raise CheckpointError(f"{source}: weights belong to another model: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

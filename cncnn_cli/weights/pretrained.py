@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch.hub import get_dir
 
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.errors import CncnnError, first_line
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -30,9 +30,8 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for foreign globals, RuntimeError for truncation
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CncnnError(
-            f"{path}: refused or unreadable as a weights-only PyTorch file ({first_line}). "
+            f"{path}: refused or unreadable as a weights-only PyTorch file ({first_line(exc)}). "
             f"cncnn loads plain tensor state dicts only and never unpickles other objects."
         ) from None
     for wrapper in ("state_dict", "model", "net"):
