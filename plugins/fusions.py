@@ -220,27 +220,23 @@ class ConvLSTM(nn.Module):
                   memory_format: torch.memory_format, w: _StepWeights) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`plain_step`'s (h', c'), by exact rewrites; ``w`` holds views of the weight made once per forward.
 
-        ``x`` is at ``size`` (×1) or an integer fraction of it (×s, never upsampled); any other
-        size is upsampled first and takes ×1. ``conv([x, h]) = conv_x(x) + conv_h(h)`` with the
+        ``x`` is at ``size`` (×1) or an integer fraction of it (×s, never upsampled); ×1 and any
+        other size take :meth:`conv_step`. ``conv([x, h]) = conv_x(x) + conv_h(h)`` with the
         weight split along its input channels, and a convolution of a ×s nearest-upsampled map
         is :func:`~cncnn_cli.models.ops.upsampled_conv` on the small map: its distinct output
         phases, scattered to full size by :func:`~cncnn_cli.models.ops.scatter_phases`. The gate
         math is :func:`~cncnn_cli.models.ops.lstm_gates`, one autograd node.
         """
         scale = integer_scale(x.shape[-2:], size)
-        if scale is None:
-            x, scale = F.interpolate(x, size=size, mode="nearest"), (1, 1)
+        if scale is None or scale == (1, 1):  # at full size the phases save nothing: the library convolutions
+            return self.conv_step(x, h, c, size, w)
         kernel = w.full.shape[-1]
         if h is None:
             # Zero state: conv_h(0) = 0 and σ(f)·0 = 0, so only conv_x's i, o, g rows are computed.
-            if scale == (1, 1):
-                return lstm_gates(F.conv2d(x, w.zero_state, w.zero_state_bias, padding=self.padding), None)
             # The gate math is elementwise, so it runs on the phases; h' and c' are scattered after.
             h, c = lstm_gates(upsampled_conv(x, w.zero_state, w.zero_state_bias, scale), None)
             return tuple(scatter_phases(t, scale, x.shape[-2:], kernel, memory_format=memory_format)
                          for t in (h, c))
-        if scale == (1, 1):  # the formula itself, with the whole weight (no slice copies)
-            return lstm_gates(F.conv2d(torch.cat([x, h], 1), w.full, w.bias, padding=self.padding), c)
         # conv_h(h) at full size; conv_x(up(x)) from the small x, added into it phase by phase.
         gates = F.conv2d(h, w.h, None, padding=self.padding)
         gates = scatter_phases(upsampled_conv(x, w.x, w.bias, scale), scale, x.shape[-2:], kernel, base=gates)

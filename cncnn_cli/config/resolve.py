@@ -169,6 +169,11 @@ class Recipe(_Strict):
         return self
 
 
+#: mmengine's own parser of ``--cfg-options`` values, used through its public argparse interface.
+_DICT_ACTION = argparse.ArgumentParser(add_help=False)
+_DICT_ACTION.add_argument("--cfg-options", nargs="+", action=DictAction)
+
+
 def parse_cfg_options(options: list[str] | None) -> dict[str, Any]:
     """``key=value`` pairs, each value parsed as mmengine's ``DictAction`` parses it.
 
@@ -192,10 +197,8 @@ def _parse_value(option: str, raw: str) -> Any:
             return ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             pass
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
     try:
-        return parser.parse_args(["--cfg-options", f"value={raw}"]).cfg_options["value"]
+        return _DICT_ACTION.parse_args(["--cfg-options", f"value={raw}"]).cfg_options["value"]
     except AssertionError:  # DictAction's check for unbalanced brackets
         raise CncnnError(f"--cfg-options {option!r}: unbalanced brackets in the value") from None
 
