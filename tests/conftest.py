@@ -18,7 +18,14 @@ def _seed_and_no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("tests must not touch the network")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    local_connect = socket.socket.connect
+
+    def connect(sock, address):  # Unix sockets are local IPC (DataLoader workers share tensors through them)
+        if sock.family != socket.AF_UNIX:
+            refuse()
+        return local_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 

@@ -7,7 +7,9 @@
    counted per training iteration and validation batch (and graph breaks where ``compile`` exists);
 3. the demo trained with ``--amp`` for 2 epochs, once with ``--accumulate 2``;
 4. a one-process ``torchrun`` (nccl) with ``--sync-bn``;
-5. the benchmark grid: full / official-formulation / baseline × fp32-TF32 / bf16 × batch 16 / 64
+5. ``gpu_decode``: nvJPEG's pixels against the CPU loader's, the device's decode images/s, and a
+   training epoch on photo-sized JPEGs with ``--gpu-decode``;
+6. the benchmark grid: full / official-formulation / baseline × fp32-TF32 / bf16 × batch 16 / 64
    (× compile off/on × impl where ``run_benchmark`` takes them).
 
 Writes the grid rows (DESIGN.md) to ``--out`` (``docs/benchmarks/gpu.json``) and everything else
@@ -36,6 +38,11 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from cncnn_cli.apis.benchmark import run_benchmark, variant_config
+from cncnn_cli.data.collate import collate
+from cncnn_cli.data.dataset import build_dataset
+from cncnn_cli.data.gpu_decode import JpegBytes
+from cncnn_cli.data.speed import device_decode_throughput, write_synthetic_jpegs
+from cncnn_cli.data.transforms import build_transform
 from cncnn_cli.engine.precision import apply_fp32_precision
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.registry import FUSIONS, load_plugins
@@ -66,6 +73,9 @@ class Sizes:
     #: torch.compile (and its graph-break count) where the benchmark offers it: on the GPU only, since
     #: compiling on a CPU takes minutes.
     compile: bool = True
+    #: Photo-sized JPEGs per split for the gpu_decode part, and its training flags.
+    decode_images: int = 64
+    decode_flags: list[str] = field(default_factory=lambda: ["--batch-size", "16", "--workers", "4", "--amp"])
 
 
 FULL = Sizes("cuda", (512, 1024, 2048), 256, (56, 28, 14), 448, "resnet50", (16, 64), 10, 3, 2, ["--workers", "4"])
@@ -73,7 +83,12 @@ DRY = Sizes("cpu", (16, 32, 64), 8, (8, 4, 2), 64, "resnet18", (2,), 1, 0, 1,
             ["--backbone", "resnet18", "--no-pretrained", "--image-size", "32", "--workers", "0", "--batch-size", "8",
              "--cfg-options", "model.fusion.channels=16", "--cfg-options", "model.head.hidden=16",
              "--cfg-options", "dataset.train_per_class=4", "--cfg-options", "dataset.test_per_class=2",
-             "--cfg-options", "dataset.image_size=40"], compile=False)
+             "--cfg-options", "dataset.image_size=40"], compile=False, decode_images=8,
+           decode_flags=["--batch-size", "4", "--workers", "1", "--backbone", "resnet18", "--image-size", "32",
+                         "--cfg-options", "model.fusion.channels=16", "--cfg-options", "model.head.hidden=16"])
+#: Mean |nvJPEG − libjpeg-turbo| grey levels per pixel above which the device path is wrong (a shifted
+#: or flipped crop gives tens), not merely rounded differently (IDCT, resize kernels: about one).
+DECODE_MEAN_DIFF = 2.0
 
 
 # ------------------------------------------------------------------ exactness
@@ -278,6 +293,30 @@ def torchrun(size: Sizes, tmp: Path) -> dict:
     return report
 
 
+def gpu_decode(size: Sizes, tmp: Path) -> dict:
+    """Device decoding against the loader's own: pixel differences, the device's images/s, one training epoch."""
+    root = write_synthetic_jpegs(tmp / "jpegs", count=size.decode_images, size=(500, 375))
+    preprocess = {"resize": size.image_size * 600 // 448, "crop": size.image_size}  # CUB's 600 → 448
+    dataset = build_dataset("imagefolder", str(root), "train", build_transform(preprocess, False))
+    encoded = JpegBytes(dataset, preprocess, train=False)
+    decoded, kept = collate([encoded[i] for i in range(len(encoded))])["inputs"].decode(size.device)
+    expected = collate([dataset[i] for i in range(len(dataset))])["inputs"]
+    diff = (decoded.cpu().int() - expected[kept].int()).abs()
+    report = {"images": len(dataset), "kept": len(kept), "max_abs_diff": int(diff.max()),
+              "mean_abs_diff": round(float(diff.float().mean()), 4)}
+    report.update(device_decode_throughput(encoded, batch_size=min(64, len(encoded)), seconds=5.0,
+                                           device=torch.device(size.device)))
+    if len(kept) < len(dataset) or report["mean_abs_diff"] > DECODE_MEAN_DIFF:
+        report["error"] = f"device pixels differ from the loader's beyond rounding (limit {DECODE_MEAN_DIFF})"
+    work = tmp / "gpu_decode"
+    report["train"] = _cli(["-m", "cncnn_cli", "train", "cub", "--dataset", "imagefolder", "--data-root", str(root),
+                            "--gpu-decode", "--no-pretrained", "--epochs", "1", "--device", size.device,
+                            "--work-dir", str(work), *size.decode_flags], timeout=240)
+    if not report["train"]["returncode"]:
+        report["train"].update(_summary(work))
+    return report
+
+
 # ------------------------------------------------------------------ the grid
 def grid(size: Sizes, deadline: float) -> list[dict]:
     parameters = inspect.signature(run_benchmark).parameters
@@ -352,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cncnn-gpu-check-") as folder:
         tmp = Path(folder)
         parts = {"exactness": lambda: exactness(size), "syncs": lambda: syncs(size, tmp),
-                 "train_demo": lambda: train_demo(size, tmp), "torchrun": lambda: torchrun(size, tmp)}
+                 "train_demo": lambda: train_demo(size, tmp), "torchrun": lambda: torchrun(size, tmp),
+                 "gpu_decode": lambda: gpu_decode(size, tmp)}
         for name, part in parts.items():
             checks[name] = _timed(part, deadline)
             _write(checks_path, checks)

@@ -10,7 +10,7 @@ from cncnn_cli.cli.common import CompileOption, PluginOption, complete_recipe, e
 from cncnn_cli.cli.train import (AccumulateOpt, AmpOpt, BackboneOpt, BatchSizeOpt, CfgOptionsOpt, DataRootOpt,
                                       DatasetOpt, DeviceOpt, EffectiveBatchOpt, EpochsOpt, ImageSizeOpt, LauncherOpt,
                                       LrOpt, NoPretrainedOpt, NoScaleLrOpt, PretrainedOpt, SeedOpt, SyncBnOpt,
-                                      ValFractionOpt, ValSplitOpt, VisBackendOpt, WorkersOpt, Fp32PrecisionOpt,
+                                      ValFractionOpt, ValSplitOpt, VisBackendOpt, WorkersOpt, Fp32PrecisionOpt, GpuDecodeOpt,
                                       train_flags)
 from cncnn_cli.errors import CncnnError
 
@@ -48,6 +48,7 @@ def ablate(
     fp32_precision: Fp32PrecisionOpt = None,
     vis_backend: VisBackendOpt = None,
     compile: CompileOption = False,
+    gpu_decode: GpuDecodeOpt = False,
     plugin: PluginOption = None,
 ) -> None:
     """Train ablation variants like `train`, each in WORK_DIR/<variant>/; --all adds ablation.json and .md.
@@ -72,7 +73,8 @@ def ablate(
                         device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=None,
                         val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
                         effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn,
-                        fp32_precision=fp32_precision, vis_backend=vis_backend, compile=compile)
+                        fp32_precision=fp32_precision, vis_backend=vis_backend, compile=compile,
+                        gpu_decode=gpu_decode)
     if seeds is not None and seed is not None:
         raise CncnnError("give either --seed (one run per variant) or --seeds N (seeds 0..N-1), not both")
     root = work_dir or Path("work_dirs") / f"ablate_{Path(recipe).stem}"

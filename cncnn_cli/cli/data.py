@@ -208,6 +208,9 @@ def speed(
         help="The model's training images/s (e.g. `cncnn benchmark`'s): says which side is the bottleneck."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes to judge "
                                           "[default: the recipe's, else one per CPU less one, at most 8]."),
+    gpu_decode: bool = typer.Option(
+        False, "--gpu-decode", help="Measure `train --gpu-decode`: workers only read files; the device decodes, "
+                                    "resizes and crops (CUDA if present, else the CPU)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     plugin: PluginOption = None,
 ) -> None:
@@ -246,7 +249,7 @@ def speed(
         else:
             cfg = {"type": dataset, "data_root": data_root or ""}
         result = loader_throughput(cfg, image_size=image_size or 448, seconds=seconds, show_progress=True,
-                                   preprocess=preprocess)
+                                   preprocess=preprocess, gpu_decode=gpu_decode)
     if synthetic:
         result["dataset"] = f"synthetic {size[0]}x{size[1]} JPEGs" + (f" (like {dataset})" if dataset else "")
     result["cpus"] = os.cpu_count()
@@ -257,9 +260,16 @@ def speed(
         typer.echo(json.dumps(result, indent=2))
         return
     console = Console()
-    console.print(f"{result['dataset']}: {result['images_per_s_per_worker']} images/s per worker "
-                  f"(decode + resize {result['resize']} + random crop {result['crop']} + flip, one thread)",
-                  markup=False, highlight=False, soft_wrap=True)
+    work = f"resize {result['resize']} + random crop {result['crop']} + flip"
+    if not gpu_decode:
+        line = f"{result['images_per_s_per_worker']} images/s per worker (decode + {work}, one thread)"
+    elif result["device_images_per_s"] is None:
+        line = (f"{result['images_per_s_per_worker']} images/s per worker: no plain JPEG files, so the workers "
+                f"decode ({work}) with --gpu-decode too")
+    else:
+        line = (f"{result['images_per_s_per_worker']} images/s per worker reading files; {result['device']} decodes "
+                f"+ {work} {result['device_images_per_s']} images/s")
+    console.print(f"{result['dataset']}: {line}", markup=False, highlight=False, soft_wrap=True)
     if model_images_per_s is not None:
         console.print(_bottleneck_line(result), markup=False, highlight=False, soft_wrap=True)
 

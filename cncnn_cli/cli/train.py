@@ -49,6 +49,9 @@ EffectiveBatchOpt = Annotated[Optional[int], typer.Option(
     min=1, help="Total images per optimizer step; the accumulation follows from --batch-size and processes.")]
 SyncBnOpt = Annotated[bool, typer.Option(
     "--sync-bn", help="BatchNorm statistics over all processes (DDP on CUDA); no effect in one process.")]
+GpuDecodeOpt = Annotated[bool, typer.Option(
+    "--gpu-decode", help="Decode JPEGs (nvJPEG), resize and crop on the GPU; the loader workers only read files. "
+                         "For when the CPUs cannot feed the model (`cncnn data speed`).")]
 Fp32PrecisionOpt = Annotated[Optional[Literal["high", "highest"]], typer.Option(
     show_default=False, help="CUDA fp32 matmuls and convolutions: high = TF32 (the default, faster), highest = full fp32.")]
 NoScaleLrOpt = Annotated[bool, typer.Option(
@@ -82,6 +85,7 @@ def train(
     no_scale_lr: NoScaleLrOpt = False,
     sync_bn: SyncBnOpt = False,
     compile: CompileOption = False,
+    gpu_decode: GpuDecodeOpt = False,
     fp32_precision: Fp32PrecisionOpt = None,
     vis_backend: VisBackendOpt = None,
     plugin: PluginOption = None,
@@ -110,7 +114,8 @@ def train(
                         device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=work_dir,
                         val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
                         effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn,
-                        fp32_precision=fp32_precision, vis_backend=vis_backend, compile=compile)
+                        fp32_precision=fp32_precision, vis_backend=vis_backend, compile=compile,
+                        gpu_decode=gpu_decode)
     cfg = resolve_config(recipe, flags, cfg_options)
     command = invocation()
     resume_command = command if "--resume" in command else [*command, "--resume"]

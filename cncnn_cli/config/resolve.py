@@ -146,6 +146,9 @@ class Recipe(_Strict):
     sync_bn: bool = False
     #: torch.compile the model's forward (--compile; cncnn_cli/models/compile.py).
     compile: bool = False
+    #: Decode JPEGs, resize and crop on the model's device; the loader workers read files
+    #: (--gpu-decode; cncnn_cli/data/gpu_decode.py).
+    gpu_decode: bool = False
     log_interval: int = Field(default=10, gt=0)
     work_dir: Optional[str] = None
     custom_hooks: list[dict] = []
@@ -225,7 +228,7 @@ def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
         cfg.auto_scale_lr = dict(cfg.get("auto_scale_lr", {}), enable=False)
     if flags.get("vis_backend"):
         cfg.vis_backends = with_flags(cfg.get("vis_backends", []), flags["vis_backend"])
-    for switch in ("amp", "sync_bn", "compile"):
+    for switch in ("amp", "sync_bn", "compile", "gpu_decode"):
         if flags.get(switch):
             cfg[switch] = True
     if flags.get("image_size") is not None:

@@ -11,11 +11,14 @@ from typing import Any
 import torch
 from mmengine.registry import FUNCTIONS
 
+from cncnn_cli.data.gpu_decode import EncodedBatch
+
 
 @FUNCTIONS.register_module(name="cncnn_collate")
-def collate(batch: list[dict[str, Any] | None]) -> dict[str, torch.Tensor | int]:
+def collate(batch: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Stack dataset samples into ``{"inputs": uint8 Bx3xHxW, "data_samples": int64 B, "paths": [str],
     "skipped": n}`` (``paths`` name the images, for reports; the model's preprocessor ignores them).
+    Under ``gpu_decode`` ``inputs`` is an :class:`~cncnn_cli.data.gpu_decode.EncodedBatch` instead.
 
     ``skipped`` is the number of ``None`` items dropped plus items marked ``replaced``. When every item was ``None`` the
     batch is empty: ``inputs`` has shape ``0x3x0x0`` and ``data_samples`` shape ``0``;
@@ -31,9 +34,10 @@ def collate(batch: list[dict[str, Any] | None]) -> dict[str, torch.Tensor | int]
             "paths": [],
             "skipped": skipped,
         }
-    inputs = [torch.as_tensor(item["inputs"]).as_subclass(torch.Tensor) for item in items]
-    if inputs[0].dim() != 1:  # 1-D: undecoded JPEG bytes of any length (data.gpu_decode), kept as a list
-        inputs = torch.stack(inputs)
+    images = [torch.as_tensor(item["inputs"]).as_subclass(torch.Tensor) for item in items]
+    paths = [str(item.get("path", "")) for item in items]
+    plans = [item.get("plan") for item in items]
+    # JPEG bytes for the device to decode (data.gpu_decode) travel as they are, beside decoded images
+    inputs = EncodedBatch(images, plans, paths) if any(plans) else torch.stack(images)
     labels = torch.tensor([int(item["data_samples"]) for item in items], dtype=torch.int64)
-    return {"inputs": inputs, "data_samples": labels, "paths": [str(item.get("path", "")) for item in items],
-            "skipped": skipped}
+    return {"inputs": inputs, "data_samples": labels, "paths": paths, "skipped": skipped}

@@ -127,9 +127,27 @@ class FineGrainedDataset(torch.utils.data.Dataset):
         """The decoded RGB image of sample ``index``; raises :class:`ImageReadError`."""
         return decode(self.samples[index][0], as_tensor)
 
+    def kept_region(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of a decoded ``height`` × ``width`` image that :meth:`prepare` keeps.
+
+        The whole image by default; a dataset that drops a border (Aircraft's banner) says so
+        here, which the device decoder (``gpu_decode``) can carry out too.
+        """
+        return 0, 0, height, width
+
     def prepare(self, image: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
-        """Dataset-specific fix-up applied before ``transform`` (identity by default)."""
-        return image
+        """Dataset-specific fix-up applied before ``transform``: by default, keep :meth:`kept_region`.
+
+        A subclass that overrides this (beyond a box) has its images decoded in the loader
+        workers even under ``gpu_decode``.
+        """
+        height, width = image.shape[-2:] if isinstance(image, torch.Tensor) else image.size[::-1]
+        top, left, kept_height, kept_width = self.kept_region(height, width)
+        if (top, left, kept_height, kept_width) == (0, 0, height, width):
+            return image
+        if isinstance(image, torch.Tensor):
+            return image[..., top:top + kept_height, left:left + kept_width]
+        return image.crop((left, top, left + kept_width, top + kept_height))
 
     def inspect(self, index: int) -> tuple[str, tuple[int, int]]:
         """Stored mode and ``(width, height)`` of sample ``index`` after a full decode.

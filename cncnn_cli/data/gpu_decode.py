@@ -1,72 +1,217 @@
-"""JPEG decoding and resizing on the model's device, for when the CPUs cannot feed the model.
+"""JPEG decoding, resizing and cropping on the model's device, for when the CPUs cannot feed the model.
 
-The loader then only reads files: :class:`JpegBytes` yields each JPEG's bytes (a uint8 1-D
-tensor; :func:`~cncnn_cli.data.collate.collate` keeps them as a list), and :func:`decode_batch`
-decodes the whole batch in one ``torchvision.io.decode_jpeg(list, device=...)`` call (nvJPEG
-on CUDA), then resizes and crops each image there with the same v2 operations as
-:func:`~cncnn_cli.data.transforms.build_transform`. The code is device-agnostic: on CPU it
-gives the normal loader's pixels exactly (that loader also decodes JPEGs with
-``decode_jpeg`` and resizes the uint8 tensor, antialiased bilinear). On CUDA, nvJPEG's
-IDCT and the GPU resize round differently and may differ by a few grey levels.
+With ``gpu_decode`` (``cncnn train --gpu-decode``) the loader workers only read files.
+:class:`JpegBytes` wraps a dataset so that each plain JPEG leaves the worker as its bytes and a
+:class:`Plan`: the region the dataset keeps (Aircraft drops its banner), the resize, the crop and
+the flip. A training plan is drawn with the same random numbers, in the same order, as
+``v2.RandomCrop`` and ``v2.RandomHorizontalFlip`` draw them, so a seeded run takes the same crops
+with or without the switch. :func:`~cncnn_cli.data.collate.collate` gathers such samples into an
+:class:`EncodedBatch`, which the model's data preprocessor decodes in one
+``torchvision.io.decode_jpeg(list, device=...)`` call (nvJPEG on CUDA) before carrying out each
+plan there.
+
+Images the device decoder would not read as the CPU path does (not a JPEG, CMYK, an EXIF
+rotation, no end-of-image marker, a dataset that makes its own images or fixes them up beyond a
+box crop) are decoded in the worker as usual and travel, decoded, in the same batch.
+
+On CPU the result equals the normal loader's pixels exactly, in training and evaluation
+(tested). On CUDA, nvJPEG's IDCT and the GPU resize round differently and may differ by a few
+grey levels.
 """
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from cncnn_cli.data.dataset import JPEG_SUFFIXES, FineGrainedDataset
+from cncnn_cli.data.dataset import FineGrainedDataset, Sample
+from cncnn_cli.data.images import ImageReadError, open_checked
 from cncnn_cli.data.transforms import size_pair
+
+#: EXIF tag 0x0112: nvJPEG cannot apply the rotation the CPU decoder applies.
+_EXIF_ORIENTATION = 0x0112
+
+Box = tuple[int, int, int, int]  # top, left, height, width
+
+
+class UndecodableImageWarning(UserWarning):
+    """An image the worker let through failed to decode on the device and on the CPU; it was dropped."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the device does to one decoded JPEG: keep ``region``, resize to ``resize``, keep ``crop``, maybe flip."""
+
+    region: Box
+    resize: tuple[int, int]
+    crop: Box
+    flip: bool
+
+
+def draw_plan(region: Box, preprocess: dict, train: bool) -> Plan:
+    """The plan ``build_transform(preprocess, train)`` would carry out, with its random draws.
+
+    Train: ``v2.RandomCrop`` draws the top, then the left offset (each only where the resize is
+    larger than the crop), then ``v2.RandomHorizontalFlip`` flips when ``torch.rand(1) < 0.5``.
+    Eval: ``v2.CenterCrop``'s offsets, ``round((resize - crop) / 2)``.
+    """
+    resize = size_pair(preprocess["resize"])
+    crop_h, crop_w = size_pair(preprocess["crop"])
+    if train:
+        top = int(torch.randint(0, resize[0] - crop_h + 1, size=())) if resize[0] > crop_h else 0
+        left = int(torch.randint(0, resize[1] - crop_w + 1, size=())) if resize[1] > crop_w else 0
+        flip = bool(torch.rand(1) < 0.5)
+    else:
+        top, left = int(round((resize[0] - crop_h) / 2.0)), int(round((resize[1] - crop_w) / 2.0))
+        flip = False
+    return Plan(region, resize, (top, left, crop_h, crop_w), flip)
+
+
+def apply_plan(image: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """uint8 3×H×W (on any device) → the planned uint8 crop: the CPU transform's operations, in its order."""
+    top, left, height, width = plan.region
+    image = TF.resize(image[:, top:top + height, left:left + width], list(plan.resize), antialias=True)
+    top, left, height, width = plan.crop
+    image = image[:, top:top + height, left:left + width]
+    return image.flip(-1) if plan.flip else image
+
+
+def decodes_on_device(dataset: FineGrainedDataset) -> bool:
+    """Whether ``dataset``'s images are plain files that the device may decode for it.
+
+    A dataset that makes its images itself (its own ``load_image``, e.g. the demo) or fixes them
+    up beyond a box crop (its own ``prepare``; a box is declared with ``kept_region``) keeps
+    decoding in the loader workers.
+    """
+    kind = type(dataset)
+    return (kind.load_image is FineGrainedDataset.load_image) and (kind.prepare is FineGrainedDataset.prepare)
+
+
+def jpeg_size(raw: bytes, path: str) -> tuple[int, int] | None:
+    """(height, width) of a JPEG that nvJPEG reads as the CPU path reads it, else None.
+
+    Checked from the header only: the JPEG start and end markers (a truncated file fails the
+    batch decode, so it goes to the worker, which reports it), RGB or grayscale (not CMYK) and no
+    EXIF rotation. An image over the pixel limit is None too, and the worker refuses it by name.
+    """
+    if raw[:2] != b"\xff\xd8" or raw.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        return None
+    try:
+        with open_checked(Path(path), raw) as image:
+            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                return None
+            if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                return None
+            return image.height, image.width
+    except (ImageReadError, OSError, SyntaxError, ValueError):
+        return None
 
 
 class JpegBytes(torch.utils.data.Dataset):
-    """A dataset's samples as undecoded JPEG bytes: ``{"inputs": uint8 1-D, "data_samples", "path"}``.
+    """A dataset whose plain JPEGs come out undecoded: ``{"inputs": uint8 1-D bytes, "plan", "data_samples", "path"}``.
 
-    A file that is not a JPEG by name is ``None`` (dropped and counted by the collate
-    function): the device decoder reads JPEG only.
+    Every other sample is the dataset's own (decoded and transformed in the worker), drawn
+    from the same random state, so that what the run sees does not depend on which path an
+    image took.
     """
 
-    def __init__(self, dataset: FineGrainedDataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: FineGrainedDataset, preprocess: dict, train: bool) -> None:
+        self.dataset, self.preprocess, self.train = dataset, dict(preprocess), train
+        self.on_device = decodes_on_device(dataset)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    @property
+    def samples(self) -> list[tuple[str, int]]:
+        return self.dataset.samples
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict | None:
-        path, label = self.dataset.samples[index]
-        if not str(path).lower().endswith(JPEG_SUFFIXES):
-            return None
-        with open(path, "rb") as file:
-            data = torch.frombuffer(bytearray(file.read()), dtype=torch.uint8)
-        return {"inputs": data, "data_samples": label, "path": path}
+    def __getitem__(self, index: int) -> Sample | None:
+        if self.on_device:
+            path, label = self.dataset.samples[index]
+            try:
+                with open(path, "rb") as file:
+                    raw = file.read()
+            except OSError:
+                raw = b""  # the dataset's own path names the problem
+            size = jpeg_size(raw, path)
+            if size is not None:
+                plan = draw_plan(self.dataset.kept_region(*size), self.preprocess, self.train)
+                return {"inputs": torch.frombuffer(bytearray(raw), dtype=torch.uint8), "plan": plan,
+                        "data_samples": label, "path": path}
+        return self.dataset[index]
 
 
-def decode_batch(raw: Sequence[torch.Tensor], preprocess: dict, device: torch.device | str, train: bool = False,
-                 crop_bottom: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """JPEG bytes → uint8 B×3×crop on ``device``: decode, drop ``crop_bottom`` rows (Aircraft's banner), resize, crop.
+@dataclass
+class EncodedBatch:
+    """A batch's images under device decoding: JPEG bytes with their plan, or (plan ``None``) an image
+    the worker has already decoded and transformed."""
 
-    Eval: center crop, as the eval transform. Train: a random crop and a horizontal flip per
-    image, drawn from ``generator`` (a CPU generator, so draws do not depend on the device).
-    """
-    resize, crop = size_pair(preprocess["resize"]), size_pair(preprocess["crop"])
+    images: list[torch.Tensor]
+    plans: list[Plan | None]
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def pin_memory(self) -> "EncodedBatch":
+        """The DataLoader's pinning hook: nvJPEG reads its input from ordinary host memory."""
+        return self
+
+    def decode(self, device: torch.device | str) -> tuple[torch.Tensor, list[int]]:
+        """(uint8 N×3×crop on ``device``, the indices of the N images kept), in batch order.
+
+        One batched decode; if it fails, each image is decoded alone, on the device, then on the
+        CPU. An image neither decodes is dropped with an :class:`UndecodableImageWarning`.
+        """
+        encoded = [i for i, plan in enumerate(self.plans) if plan is not None]
+        out: list[torch.Tensor | None] = [None if plan is not None else image.to(device, non_blocking=True)
+                                          for image, plan in zip(self.images, self.plans)]
+        for i, image in zip(encoded, self._decode_all([self.images[i] for i in encoded], device, encoded)):
+            out[i] = None if image is None else apply_plan(image, self.plans[i])
+        kept = [i for i, image in enumerate(out) if image is not None]
+        return torch.stack([out[i] for i in kept]), kept
+
+    def _decode_all(self, raw: list[torch.Tensor], device, indices: list[int]) -> list[torch.Tensor | None]:
+        if not raw:
+            return []
+        try:
+            return list(_decode(raw, device))
+        except RuntimeError:
+            return [self._decode_one(data, device, index) for data, index in zip(raw, indices)]
+
+    def _decode_one(self, data: torch.Tensor, device, index: int) -> torch.Tensor | None:
+        for where in dict.fromkeys((torch.device(device), torch.device("cpu"))):
+            try:
+                return _decode([data], where)[0].to(device)
+            except RuntimeError as exc:
+                failure = exc
+        warnings.warn(f"dropping {self.paths[index]}: it failed to decode ({str(failure).splitlines()[0]})",
+                      UndecodableImageWarning, stacklevel=2)
+        return None
+
+
+def _decode(raw: list[torch.Tensor], device) -> list[torch.Tensor]:
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec (dataset.decode too)
         warnings.simplefilter("ignore", DeprecationWarning)
-        images = decode_jpeg(list(raw), mode=ImageReadMode.RGB, device=device)
-    out = []
-    for image in images:
-        if crop_bottom:
-            image = image[:, : max(image.shape[1] - crop_bottom, 1)]
-        image = TF.resize(image, list(resize), antialias=True)
-        if train:
-            top = int(torch.randint(0, resize[0] - crop[0] + 1, (), generator=generator))
-            left = int(torch.randint(0, resize[1] - crop[1] + 1, (), generator=generator))
-            image = image[:, top:top + crop[0], left:left + crop[1]]
-            if torch.rand((), generator=generator) < 0.5:
-                image = image.flip(-1)
-        else:
-            image = TF.center_crop(image, list(crop))
-        out.append(image)
-    return torch.stack(out)
+        return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
+
+
+def describe(dataset: FineGrainedDataset, device: torch.device) -> str:
+    """The one line a run prints about ``gpu_decode``: where images are decoded, and why when not on the device."""
+    if not decodes_on_device(dataset):
+        return (f"note: gpu_decode: dataset {getattr(dataset, 'name', '') or type(dataset).__name__} makes or fixes "
+                f"up its own images (load_image / prepare), so the loader workers decode them as without it")
+    if device.type != "cuda":
+        return ("note: gpu_decode on the CPU decodes in the training process between steps, slower than the "
+                "loader workers; it is meant for CUDA")
+    return (f"decoding JPEGs on {device} (nvJPEG), resizing and cropping there; the loader workers read files "
+            f"(other images they decode as usual)")

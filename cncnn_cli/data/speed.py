@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from cncnn_cli.data.collate import collate
 from cncnn_cli.data.dataset import build_dataset
+from cncnn_cli.data.gpu_decode import EncodedBatch, JpegBytes
+from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from cncnn_cli.utils.progress import progress
 
 
@@ -39,12 +41,15 @@ def write_synthetic_jpegs(folder: Path, count: int = 32, size: tuple[int, int] =
 
 
 def loader_throughput(dataset_cfg: dict, image_size: int = 448, seconds: float = 5.0, train: bool = True,
-                      show_progress: bool = False, preprocess: dict | None = None) -> dict:
+                      show_progress: bool = False, preprocess: dict | None = None,
+                      gpu_decode: bool = False) -> dict:
     """Images per second that one single-threaded worker decodes and augments (uint8 output).
 
     ``preprocess`` is a recipe's (``resize``, ``crop``); without it, crop ``image_size`` after a
     resize of ``image_size`` × 512/448. The dataset's own fix-ups run too (a real Aircraft copy's
-    banner crop; synthetic ImageFolder JPEGs have none, a view of no cost).
+    banner crop; synthetic ImageFolder JPEGs have none, a view of no cost). With ``gpu_decode``
+    the worker only reads files (:class:`~cncnn_cli.data.gpu_decode.JpegBytes`), and
+    :func:`device_decode_throughput` measures the device's side.
     """
     preprocess = preprocess or {"resize": round(image_size * 512 / 448), "crop": image_size}
     resize, crop = preprocess["resize"], preprocess["crop"]
@@ -52,6 +57,8 @@ def loader_throughput(dataset_cfg: dict, image_size: int = 448, seconds: float =
                                 train=train)
     options = dict(dataset_cfg)
     dataset = build_dataset(options.pop("type"), options.pop("data_root", None), "train", transform, **options)
+    if gpu_decode:
+        dataset = JpegBytes(dataset, preprocess, train)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -67,9 +74,36 @@ def loader_throughput(dataset_cfg: dict, image_size: int = 448, seconds: float =
         elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-    return {"dataset": dataset_cfg["type"], "images": images, "seconds": round(elapsed, 3),
-            "resize": resize, "crop": crop, "train_transform": train,
-            "images_per_s_per_worker": round(images / elapsed, 1)}
+    result = {"dataset": dataset_cfg["type"], "images": images, "seconds": round(elapsed, 3),
+              "resize": resize, "crop": crop, "train_transform": train, "gpu_decode": gpu_decode,
+              "images_per_s_per_worker": round(images / elapsed, 1)}
+    if gpu_decode:
+        result.update(device_decode_throughput(dataset, seconds=seconds))
+    return result
+
+
+def device_decode_throughput(dataset: JpegBytes, batch_size: int = 32, seconds: float = 5.0,
+                             device: torch.device | None = None) -> dict:
+    """Images per second the device decodes, resizes and crops (``gpu_decode``'s other half), in batches.
+
+    CUDA when there is one (timed with a synchronize after each batch), else the CPU with all its threads.
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch = collate([dataset[index % len(dataset)] for index in range(batch_size)])["inputs"]
+    if not isinstance(batch, EncodedBatch):  # the dataset's images are not plain JPEG files
+        return {"device": str(device), "device_images_per_s": None}
+
+    def step() -> None:
+        batch.decode(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    step()  # warm-up: nvJPEG's handles, the first resize kernels
+    images, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or not images:
+        step()
+        images += len(batch)
+    return {"device": str(device), "device_images_per_s": round(images / (time.perf_counter() - start), 1)}
 
 
 def bottleneck(per_worker: float, workers: int, model_images_per_s: float) -> dict:

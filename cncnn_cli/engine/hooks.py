@@ -106,7 +106,7 @@ class WorkDirHook(Hook):
             self._epoch_loss = self._epoch_loss + _detached(loss)  # stays on the device: no sync
             self._epoch_iters += 1
         if data_batch is not None:
-            self._epoch_images += int(data_batch["inputs"].shape[0])
+            self._epoch_images += len(data_batch["data_samples"])
             self._epoch_skipped += int(data_batch.get("skipped", 0))
         if (batch_idx + 1) % self.interval == 0 or batch_idx + 1 == len(runner.train_dataloader):
             self._epoch_loss_value(runner)
@@ -365,7 +365,7 @@ class ConsoleHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not is_main_process():
             return
-        self._images += int(data_batch["inputs"].shape[0]) if data_batch is not None else 0
+        self._images += len(data_batch["data_samples"]) if data_batch is not None else 0
         if outputs and "loss" in outputs:
             self._loss_sum = self._loss_sum + _detached(outputs["loss"])
             self._loss_n += 1

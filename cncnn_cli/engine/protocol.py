@@ -20,6 +20,7 @@ from cncnn_cli.errors import CncnnError
 from cncnn_cli.data.images import set_max_pixels
 from cncnn_cli.data.transforms import build_transform
 from cncnn_cli.data.dataset import build_dataset, dataset_class
+from cncnn_cli.data.gpu_decode import JpegBytes
 
 
 @dataclass
@@ -55,20 +56,26 @@ def stratified_holdout(labels: list[int], fraction: float, seed: int) -> tuple[l
 def build_datasets(cfg: Config, images_per_step: int) -> Datasets:
     """Train, selection and test sets with the recipe's preprocessing; layout problems surface here.
 
+    With ``gpu_decode`` each set yields its plain JPEGs undecoded (:class:`JpegBytes`).
+
     ``images_per_step`` is the effective batch: a training set smaller than that makes no step.
     """
     options = dict(cfg.dataset)
     kind, root = options.pop("type"), options.pop("data_root", None)
     set_max_pixels(cfg.max_pixels)  # before the loader workers fork: they inherit it
-    train_tf, eval_tf = build_transform(cfg.preprocess, True), build_transform(cfg.preprocess, False)
     if cfg.val_split:
         options.update(_published_val_options(kind))
-    train = build_dataset(kind, root, "train", train_tf, **options)
-    test = build_dataset(kind, root, "test", eval_tf, **options)
+
+    def build(split: str, train: bool) -> Dataset:
+        dataset = build_dataset(kind, root, split, build_transform(cfg.preprocess, train), **options)
+        return JpegBytes(dataset, cfg.preprocess, train) if cfg.get("gpu_decode") else dataset
+
+    train = build("train", True)
+    test = build("test", False)
     _same_classes(kind, train, test, "test")
     selection, selected_on = test, "test"
     if cfg.val_split:
-        selection, selected_on = build_dataset(kind, root, cfg.val_split, eval_tf, **options), "val"
+        selection, selected_on = build(cfg.val_split, False), "val"
         _same_classes(kind, train, selection, cfg.val_split)
     elif cfg.val_fraction:
         labels = _labels(kind, train)
@@ -76,7 +83,7 @@ def build_datasets(cfg: Config, images_per_step: int) -> Datasets:
         if not held:
             raise CncnnError(f"--val-fraction {cfg.val_fraction} holds out no image of {kind}'s "
                              f"{len(labels)} training images; raise it")
-        selection = Subset(build_dataset(kind, root, "train", eval_tf, **options), held)
+        selection = Subset(build("train", False), held)
         train, selected_on = Subset(train, keep), "val"
     if len(train) < images_per_step:
         raise CncnnError(f"dataset {kind}: {len(train)} training images, fewer than one optimizer step of "

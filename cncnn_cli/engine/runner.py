@@ -16,6 +16,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner, set_random_seed
 
 from cncnn_cli import __version__
+from cncnn_cli.data import gpu_decode
 from cncnn_cli.weights.checkpoint import Checkpoint
 from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.engine import amp
@@ -98,6 +99,7 @@ def run_info(cfg: Config, device: torch.device, plan: BatchPlan) -> dict:
         "seed": cfg.seed,
         "batch": plan.to_dict(),
         "selection": {"val_fraction": cfg.val_fraction, "val_split": cfg.val_split},
+        "gpu_decode": cfg.gpu_decode,
         "versions": {"cncnn": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
                      "mmengine": mmengine.__version__, "python": platform.python_version()},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
@@ -183,6 +185,8 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     _route_logs()
     if is_main_process():
         print(describe_fp32_precision(fp32), file=sys.stderr)
+        if cfg.gpu_decode:
+            print(gpu_decode.describe(data.test.dataset, device), file=sys.stderr)
     if note and is_main_process():
         print(f"note: {note}", file=sys.stderr)
         runner.logger.info(note)

@@ -15,10 +15,13 @@ import torch.nn.functional as F
 from mmengine.model import BaseDataPreprocessor, BaseModel
 
 from cncnn_cli.registry import ATTENTIONS, BACKBONES, FUSIONS, HEADS, MODELS, build_from
+from cncnn_cli.data.gpu_decode import EncodedBatch
 from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 class CncnnDataPreprocessor(BaseDataPreprocessor):
     """Moves a uint8 batch to the device and normalizes it there: ``(x - mean) / std``.
+
+    A batch of JPEG bytes (``gpu_decode``) is decoded, resized and cropped on the device first.
 
     Images travel as uint8 (4× fewer bytes through the loader); ``channels_last`` helps
     cuDNN and bf16 on recent GPUs. The host→device copy is non-blocking: from the pinned
@@ -35,6 +38,10 @@ class CncnnDataPreprocessor(BaseDataPreprocessor):
 
     def forward(self, data: dict, training: bool = False) -> dict:
         data = {k: data[k] for k in ("inputs", "data_samples") if k in data}  # loaders may add bookkeeping
+        if isinstance(data["inputs"], EncodedBatch):  # gpu_decode: JPEG bytes, decoded here on the device
+            data["inputs"], kept = data["inputs"].decode(self.mean.device)
+            if data.get("data_samples") is not None and len(kept) < len(data["data_samples"]):
+                data["data_samples"] = data["data_samples"][kept]
         data = self.cast_data(data)
         inputs = data["inputs"]
         if isinstance(inputs, (list, tuple)):

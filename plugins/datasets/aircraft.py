@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
 
-import torch
-from PIL import Image
 from torchvision.datasets import FGVCAircraft
 
 from cncnn_cli.errors import CncnnError
@@ -107,10 +105,8 @@ class Aircraft(FineGrainedDataset):
                 names |= {line.split(" ", 1)[0] for line in lines if line.strip()}
         return {str(self.image_dirs[0] / f"{name}.jpg") for name in names}
 
-    def prepare(self, image: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
+    def kept_region(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Everything above the copyright banner (with ``crop_banner``), on either decoding path."""
         if not self.crop_banner:
-            return image
-        if isinstance(image, torch.Tensor):
-            return image[..., : max(image.shape[-2] - BANNER_HEIGHT, 1), :]
-        width, height = image.size
-        return image.crop((0, 0, width, max(height - BANNER_HEIGHT, 1)))
+            return 0, 0, height, width
+        return 0, 0, max(height - BANNER_HEIGHT, 1), width

@@ -144,6 +144,26 @@ def test_one_epoch_trains_and_evaluates_on_each_dataset_layout(tmp_path, layout,
     assert json.loads(capsys.readouterr().out)["num_images"] > 0
 
 
+def test_gpu_decode_trains_exactly_as_the_worker_decoding(tmp_path, capsys):
+    """Same seed, same crops and flips, same pixels (on CPU): the same losses and weights, bit for bit.
+
+    The fixture's training images include a grayscale JPEG (decoded on the device) and a CMYK
+    one (decoded in the worker), and Aircraft crops its banner on either path.
+    """
+    root = fixtures.make_aircraft(tmp_path / "data", train_per_class=4)
+    common = ("--epochs", "2", "--batch-size", "4", "--data-root", str(root), "--val-fraction", "0.25")
+    assert _train(tmp_path / "cpu", *common, recipe="aircraft") == 0
+    capsys.readouterr()
+    assert _train(tmp_path / "gpu", *common, "--gpu-decode", "--workers", "1", recipe="aircraft") == 0
+    assert "gpu_decode on the CPU decodes in the training process" in capsys.readouterr().err
+    runs = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("cpu", "gpu")]
+    assert runs[1]["gpu_decode"] is True and runs[0]["gpu_decode"] is False
+    assert [row["loss"] for row in runs[0]["history"]] == [row["loss"] for row in runs[1]["history"]]
+    assert runs[0]["test_at_best_val"] == runs[1]["test_at_best_val"]
+    weights = [_weights(tmp_path / name / "last.safetensors") for name in ("cpu", "gpu")]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
 def test_missing_annotation_file_stops_before_training(tmp_path, capsys):
     root = fixtures.make_cub(tmp_path / "data")
     next(root.rglob("train_test_split.txt")).unlink()

@@ -49,3 +49,12 @@ def test_a_recipe_and_an_image_size_conflict(capsys):
 def test_default_workers_follow_the_cpus_and_have_one_source():
     assert [default_workers(n) for n in (1, 2, 4, 9, 64)] == [0, 1, 3, 8, MAX_DEFAULT_WORKERS]
     assert Recipe.model_fields["workers"].default == DEFAULT_WORKERS == default_workers()
+
+
+def test_gpu_decode_measures_the_workers_reading_and_the_device_decoding(capsys):
+    result = _speed(capsys, "cub", "--gpu-decode")
+    assert result["gpu_decode"] is True and result["device"] == "cpu"
+    assert result["images_per_s_per_worker"] > 0 and result["device_images_per_s"] > 0
+    capsys.readouterr()
+    assert main(["data", "speed", "demo", "--seconds", "0.3", "--gpu-decode"]) == 0
+    assert "no plain JPEG files" in capsys.readouterr().out

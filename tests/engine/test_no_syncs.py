@@ -56,7 +56,7 @@ def _work_dir_hook(tmp_path, interval: int) -> WorkDirHook:
 def _loop(hook, runner, losses, reads_after: list[int]) -> None:
     """Call ``after_train_iter`` per loss, noting the read-back count after each iteration."""
     for index, loss in enumerate(losses):
-        hook.after_train_iter(runner, index, data_batch={"inputs": torch.zeros(2, 1)}, outputs={"loss": loss})
+        hook.after_train_iter(runner, index, data_batch={"inputs": torch.zeros(2, 1), "data_samples": torch.zeros(2)}, outputs={"loss": loss})
         reads_after.append(Counted.reads)
 
 

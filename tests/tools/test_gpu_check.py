@@ -32,6 +32,9 @@ def test_dry_run_passes_every_part_and_writes_rows_of_the_documented_shape(tmp_p
     demo = checks["train_demo"]
     assert demo["amp"]["returncode"] == 0 and demo["amp_accumulate_2"]["batch"]["accumulate"] == 2
     assert checks["torchrun"]["returncode"] == 0 and checks["torchrun"]["backend"] == "gloo"
+    decode = checks["gpu_decode"]
+    assert decode["max_abs_diff"] == 0 and decode["kept"] == decode["images"]  # on CPU: the same pixels
+    assert decode["device_images_per_s"] > 0 and decode["train"]["returncode"] == 0
     assert _figures() == before  # the dry run never touches the real figures
 
 
