@@ -24,9 +24,20 @@ def mmengine_loggers() -> list[logging.Logger]:
     return list(MMLogger._instance_dict.values())
 
 
-def skip_config_dump(runner: Runner) -> None:
-    """The Runner would dump its own copy of the config; cncnn saves the validated one as config.py."""
-    runner.dump_config = lambda: None
+@contextmanager
+def no_config_dump() -> Iterator[None]:
+    """Build a Runner without its dump of the config into the work dir.
+
+    cncnn saves the validated config as ``config.py``. ``Runner.__init__`` would add its own copy,
+    named after the recipe file, in which the keys cncnn handles itself read ``None``. A recipe
+    named ``config.py`` would even overwrite cncnn's.
+    """
+    dump = Runner.dump_config
+    Runner.dump_config = lambda self: None
+    try:
+        yield
+    finally:
+        Runner.dump_config = dump
 
 
 @contextmanager

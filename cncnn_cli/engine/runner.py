@@ -20,7 +20,7 @@ from cncnn_cli.data import gpu_decode
 from cncnn_cli.weights.checkpoint import Checkpoint
 from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.engine import amp
-from cncnn_cli.engine.mmengine_compat import mmengine_loggers, skip_config_dump
+from cncnn_cli.engine.mmengine_compat import mmengine_loggers, no_config_dump
 from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr, plan_batch
 from cncnn_cli.engine.sampling import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
 from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook  # also registers DeferredRuntimeInfoHook
@@ -117,9 +117,9 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     plan = plan_batch(cfg)
     data = build_datasets(cfg, plan.effective)
     model_cfg = dict(cfg.model, num_classes=len(data.classes))
-    if cfg.model.get("num_classes") not in (None, len(data.classes)):
+    if cfg.model.get("num_classes") not in (None, len(data.classes)) and os.environ.get("RANK", "0") == "0":
         print(f"note: the recipe says {cfg.model['num_classes']} classes; the dataset has {len(data.classes)}, "
-              f"which the model uses", file=sys.stderr)
+              f"which the model uses", file=sys.stderr)  # once: the process group may not exist yet (CUDA)
     fp32 = apply_fp32_precision(device, cfg.fp32_precision)
     channels_last = uses_channels_last(device, cfg.amp)
     model_cfg["data_preprocessor"] = dict(mean=list(cfg.preprocess["mean"]), std=list(cfg.preprocess["std"]),
@@ -145,43 +145,44 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     experiment = f"cncnn_{time.time_ns()}"  # mmengine keeps one Visualizer per name per process
     vis_backends = [dict(type="LocalVisBackend"), *(dict(backend) for backend in cfg.vis_backends)]  # trackers.py
     _route_logs()  # loggers of earlier runs in this process may hold a closed stream
-    runner = Runner(
-        model=model,
-        work_dir=str(work_dir),
-        experiment_name=experiment,
-        train_dataloader=dict(loader, dataset=SeededAugmentation(data.train, cfg.seed), drop_last=True,
-                              sampler=dict(type="cncnn_train_sampler", shuffle=True, seed=cfg.seed,
-                                           step=cfg.batch_size * plan.accumulate)),
-        val_dataloader=dict(loader, dataset=data.selection, sampler=dict(type="DefaultSampler", shuffle=False)),
-        val_evaluator=dict(type="cncnn_accuracy"),
-        **_final_test(data, loader),
-        optim_wrapper=optim_wrapper,
-        param_scheduler=list(cfg.param_scheduler) or None,
-        train_cfg=dict(cfg.train_cfg),
-        auto_scale_lr=mmengine_auto_scale_lr(plan),
-        val_cfg=dict(),
-        default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=cfg.log_interval),
-                           runtime_info=dict(type="DeferredRuntimeInfoHook", interval=cfg.log_interval)),
-        custom_hooks=[
-            WorkDirHook(checkpoint_info, stop, cfg.batch_size, {**run_info(cfg, device, plan), **fp32},
-                        resume_from is not None, selected_on=data.selected_on, accumulate=plan.accumulate,
-                        interval=cfg.log_interval),
-            ConsoleHook(cfg.log_interval),
-            TrackerHook(cfg.vis_backends),
-            *cfg.custom_hooks,
-        ],
-        load_from=str(resume_from) if resume_from else None,
-        resume=resume_from is not None,
-        launcher=cfg.launcher,
-        env_cfg=dict(cudnn_benchmark=device.type == "cuda",
-                     dist_cfg=dict(backend="nccl" if device.type == "cuda" else "gloo")),
-        randomness=dict(seed=cfg.seed),
-        default_scope="mmengine",  # our models and datasets are built before the Runner sees them
-        log_processor=dict(by_epoch=True, window_size=cfg.log_interval),
-        visualizer=dict(type="Visualizer", vis_backends=vis_backends, name=experiment),
-        cfg=_runner_cfg(cfg, device, work_dir),
-        log_level="WARNING",
-    )
+    with no_config_dump():  # cncnn writes config.py itself
+        runner = Runner(
+            model=model,
+            work_dir=str(work_dir),
+            experiment_name=experiment,
+            train_dataloader=dict(loader, dataset=SeededAugmentation(data.train, cfg.seed), drop_last=True,
+                                  sampler=dict(type="cncnn_train_sampler", shuffle=True, seed=cfg.seed,
+                                               step=cfg.batch_size * plan.accumulate)),
+            val_dataloader=dict(loader, dataset=data.selection, sampler=dict(type="DefaultSampler", shuffle=False)),
+            val_evaluator=dict(type="cncnn_accuracy"),
+            **_final_test(data, loader),
+            optim_wrapper=optim_wrapper,
+            param_scheduler=list(cfg.param_scheduler) or None,
+            train_cfg=dict(cfg.train_cfg),
+            auto_scale_lr=mmengine_auto_scale_lr(plan),
+            val_cfg=dict(),
+            default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=cfg.log_interval),
+                               runtime_info=dict(type="DeferredRuntimeInfoHook", interval=cfg.log_interval)),
+            custom_hooks=[
+                WorkDirHook(checkpoint_info, stop, cfg.batch_size, {**run_info(cfg, device, plan), **fp32},
+                            resume_from is not None, selected_on=data.selected_on, accumulate=plan.accumulate,
+                            interval=cfg.log_interval),
+                ConsoleHook(cfg.log_interval),
+                TrackerHook(cfg.vis_backends),
+                *cfg.custom_hooks,
+            ],
+            load_from=str(resume_from) if resume_from else None,
+            resume=resume_from is not None,
+            launcher=cfg.launcher,
+            env_cfg=dict(cudnn_benchmark=device.type == "cuda",
+                         dist_cfg=dict(backend="nccl" if device.type == "cuda" else "gloo")),
+            randomness=dict(seed=cfg.seed),
+            default_scope="mmengine",  # our models and datasets are built before the Runner sees them
+            log_processor=dict(by_epoch=True, window_size=cfg.log_interval),
+            visualizer=dict(type="Visualizer", vis_backends=vis_backends, name=experiment),
+            cfg=_runner_cfg(cfg, device, work_dir),
+            log_level="WARNING",
+        )
     _route_logs()
     if is_main_process():
         print(describe_fp32_precision(fp32), file=sys.stderr)
@@ -190,7 +191,6 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     if note and is_main_process():
         print(f"note: {note}", file=sys.stderr)
         runner.logger.info(note)
-    skip_config_dump(runner)
     return runner
 
 

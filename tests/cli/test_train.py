@@ -144,6 +144,16 @@ def test_one_epoch_trains_and_evaluates_on_each_dataset_layout(tmp_path, layout,
     assert json.loads(capsys.readouterr().out)["num_images"] > 0
 
 
+def test_the_work_dir_holds_one_config_the_validated_one(tmp_path):
+    """mmengine's Runner dumps its own copy named after the recipe; a recipe named config.py would replace ours."""
+    recipe = tmp_path / "config.py"
+    recipe.write_text("_base_ = ['" + str(Path(__file__).parents[2] / "recipes" / "demo.py") + "']\n")
+    assert _train(tmp_path / "run", *DEMO, "--epochs", "1", recipe=str(recipe)) == 0
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.py")) == ["config.py"]
+    saved = (tmp_path / "run" / "config.py").read_text()
+    assert "compile = False" in saved and "sync_bn = False" in saved  # not the Runner's copy (None)
+
+
 def test_gpu_decode_trains_exactly_as_the_worker_decoding(tmp_path, capsys):
     """Same seed, same crops and flips, same pixels (on CPU): the same losses and weights, bit for bit.
 
