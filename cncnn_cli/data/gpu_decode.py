@@ -29,6 +29,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from cncnn_cli.data.dataset import FineGrainedDataset, Sample
+from cncnn_cli.errors import CncnnError
 from cncnn_cli.data.images import ImageReadError, open_checked
 from cncnn_cli.data.transforms import size_pair
 
@@ -166,11 +167,13 @@ class EncodedBatch:
         """The DataLoader's pinning hook: nvJPEG reads its input from ordinary host memory."""
         return self
 
-    def decode(self, device: torch.device | str) -> tuple[torch.Tensor, list[int]]:
-        """(uint8 N×3×crop on ``device``, the indices of the N images kept), in batch order.
+    def decode(self, device: torch.device | str, keep_size: bool = False) -> tuple[torch.Tensor, list[int]]:
+        """(uint8 N×3×crop on ``device``, the batch index of each of the N images), in batch order.
 
         One batched decode; if it fails, each image is decoded alone, on the device, then on the
-        CPU. An image neither decodes is dropped with an :class:`UndecodableImageWarning`.
+        CPU. An image neither decodes is dropped with an :class:`UndecodableImageWarning`; with
+        ``keep_size`` (training) the next image of the batch that decoded takes its place instead,
+        as the loader replaces an unreadable image, so that the batch keeps its size (BatchNorm, DDP).
         """
         encoded = [i for i, plan in enumerate(self.plans) if plan is not None]
         out: list[torch.Tensor | None] = [None if plan is not None else image.to(device, non_blocking=True)
@@ -178,6 +181,11 @@ class EncodedBatch:
         for i, image in zip(encoded, self._decode_all([self.images[i] for i in encoded], device, encoded)):
             out[i] = None if image is None else apply_plan(image, self.plans[i])
         kept = [i for i, image in enumerate(out) if image is not None]
+        if not kept:
+            raise CncnnError(f"none of the {len(self)} images of a batch decodes ({', '.join(self.paths[:3])}"
+                             f"{', ...' if len(self) > 3 else ''}); `cncnn data check` lists the unreadable files")
+        if keep_size and len(kept) < len(self):  # each dropped image: the next one that decoded, wrapping round
+            kept = [i if out[i] is not None else next((j for j in kept if j > i), kept[0]) for i in range(len(self))]
         return torch.stack([out[i] for i in kept]), kept
 
     def _decode_all(self, raw: list[torch.Tensor], device, indices: list[int]) -> list[torch.Tensor | None]:

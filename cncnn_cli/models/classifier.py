@@ -39,8 +39,8 @@ class CncnnDataPreprocessor(BaseDataPreprocessor):
     def forward(self, data: dict, training: bool = False) -> dict:
         data = {k: data[k] for k in ("inputs", "data_samples") if k in data}  # loaders may add bookkeeping
         if isinstance(data["inputs"], EncodedBatch):  # gpu_decode: JPEG bytes, decoded here on the device
-            data["inputs"], kept = data["inputs"].decode(self.mean.device)
-            if data.get("data_samples") is not None and len(kept) < len(data["data_samples"]):
+            data["inputs"], kept = data["inputs"].decode(self.mean.device, keep_size=training)
+            if data.get("data_samples") is not None and kept != list(range(len(data["data_samples"]))):
                 data["data_samples"] = data["data_samples"][kept]
         data = self.cast_data(data)
         inputs = data["inputs"]

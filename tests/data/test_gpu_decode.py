@@ -7,6 +7,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from cncnn_cli.data import gpu_decode
+from cncnn_cli.errors import CncnnError
 from cncnn_cli.data.collate import collate
 from cncnn_cli.data.dataset import build_dataset
 from cncnn_cli.data.gpu_decode import EncodedBatch, JpegBytes, UndecodableImageWarning, jpeg_size
@@ -120,6 +121,14 @@ def test_a_failed_batch_decode_falls_back_per_image_and_drops_only_what_never_de
     with pytest.warns(UndecodableImageWarning):
         out = CncnnDataPreprocessor()({"inputs": batch["inputs"], "data_samples": batch["data_samples"]})
     assert out["inputs"].shape[0] == 2 and torch.equal(out["data_samples"], expected["data_samples"][[0, 2]])
+    # in training another image of the batch takes its place, label and all: the batch keeps its size
+    with pytest.warns(UndecodableImageWarning):
+        out = CncnnDataPreprocessor()({"inputs": batch["inputs"], "data_samples": batch["data_samples"]}, True)
+    assert torch.equal(out["data_samples"], expected["data_samples"][[0, 2, 2]])
+    assert torch.equal(out["inputs"][1], out["inputs"][2])
+    monkeypatch.setattr(gpu_decode, "_decode", lambda raw, device: (_ for _ in ()).throw(RuntimeError("bad")))
+    with pytest.warns(UndecodableImageWarning), pytest.raises(CncnnError, match="none of the 3 images"):
+        batch["inputs"].decode("cpu", keep_size=True)
 
 
 def test_the_preprocessor_normalizes_a_decoded_batch_as_a_stacked_one(tmp_path):
