@@ -35,7 +35,7 @@ def run_ablation(recipe: str, variants: list[str], flags: dict, cfg_options: lis
     is announced as ``[k/N]`` with the time left, estimated from the runs trained so far.
     """
     runs = [(variant, seed, run_dir) for variant in variants for seed, run_dir in run_dirs(root, variant, seeds)]
-    durations: list[float] = []
+    durations: dict[str, list[float]] = {}
     for index, (variant, seed, run_dir) in enumerate(runs, 1):
         cfg = resolve_config(recipe, flags if seed is None else {**flags, "seed": seed}, cfg_options)
         cfg.model = variant_model(cfg.model, variant)
@@ -46,19 +46,32 @@ def run_ablation(recipe: str, variants: list[str], flags: dict, cfg_options: lis
             say(f"{name}: already trained in {run_dir}, skipped")
             continue
         resume = "auto" if (run_dir / STATE_FILE).is_file() else None
-        left = f"; about {_minutes(statistics.mean(durations) * (len(runs) - index + 1))} left for this and the " \
-               f"remaining runs" if durations else ""
-        say(f"{name}: {'resuming' if resume else 'training'} in {run_dir}{left}")
+        say(f"{name}: {'resuming' if resume else 'training'} in {run_dir}{time_left(durations, runs[index - 1:])}")
         start = time.perf_counter()
         code = run_training(cfg, run_dir, resume, command)
         if code:
             return code, None
-        durations.append(time.perf_counter() - start)
+        durations.setdefault(variant, []).append(time.perf_counter() - start)
     rows = collect_rows(root, seeds)
     write_json_atomic(root / "ablation.json", rows)
     with atomic_write(root / "ablation.md") as tmp:
         tmp.write_text(markdown_table(rows))
     return 0, rich_table(rows)
+
+
+def time_left(durations: dict[str, list[float]], remaining: list[tuple]) -> str:
+    """``"; about N min left ..."`` for the ``remaining`` runs, from the runs trained so far.
+
+    Each remaining run takes the mean of its variant's finished runs. A variant not trained yet
+    takes the costliest variant's mean: the variants run cheapest first (baseline → full), so
+    the figure is then a lower bound, and says "at least".
+    """
+    if not durations:
+        return ""
+    means = {variant: statistics.mean(times) for variant, times in durations.items()}
+    unseen = {variant for variant, *_ in remaining} - set(means)
+    seconds = sum(means.get(variant, max(means.values())) for variant, *_ in remaining)
+    return f"; {'at least' if unseen else 'about'} {_minutes(seconds)} left for this and the remaining runs"
 
 
 def _minutes(seconds: float) -> str:
