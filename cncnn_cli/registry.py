@@ -18,7 +18,7 @@ from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.errors import CncnnError, first_line
 
 SCOPE = "cncnn"
 # ``locations`` (as in mmpretrain's registry.py): the modules that fill each registry, imported on
@@ -117,7 +117,18 @@ def build_from(registry: Registry, cfg: dict, what: str, **defaults):
     ``Registry.build``, which follows the process-wide default scope a Runner sets).
     """
     params = dict(cfg)
-    target = lookup(registry, params.pop("type", None), what)
+    kind = params.pop("type", None)
+    target = lookup(registry, kind, what)
     for key, value in defaults.items():
         params.setdefault(key, value)
-    return target(**params)
+    try:
+        return target(**params)
+    except _BAD_OPTION_ERRORS as exc:
+        given = ", ".join(f"{key}={value!r}" for key, value in cfg.items() if key != "type") or "no options"
+        raise CncnnError(f"{what} '{kind}' cannot be built from {given}: {type(exc).__name__}: "
+                         f"{first_line(exc)}. Check the values in the recipe or --cfg-options") from exc
+
+
+#: What a plugin's constructor raises for an option of the wrong type or value (a string for a
+#: channel count, a negative size, a zero divisor), as opposed to a missing file or a bug.
+_BAD_OPTION_ERRORS = (TypeError, ValueError, ZeroDivisionError, RuntimeError, OverflowError)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
+import io
 import json
 import os
 import time
@@ -98,9 +99,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str | None =
     """Export ``checkpoint`` to ``out`` (format from ``fmt`` or the suffix); ``batch=None`` is a dynamic batch.
 
     Everything that can be checked is checked before anything is written (format, packages,
-    checkpoint, images). The file is written beside ``out`` and renamed over it only once it is
-    complete and, with ``verify``, within :data:`TOLERANCE` of cncnn's forward; otherwise
-    nothing is left behind and a :class:`CncnnError` (exit 1) gives the figures.
+    checkpoint, images). The file is serialized in memory, written beside ``out`` and renamed
+    over it only once it is complete and, with ``verify``, within :data:`TOLERANCE` of cncnn's
+    forward; otherwise nothing is left behind and a :class:`CncnnError` (exit 1) gives the
+    figures, or the reason the disk refused the file (a full disk, say).
     """
     out = Path(out)
     fmt = resolve_format(out, fmt)
@@ -127,6 +129,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str | None =
                                        VERIFY_BATCHES if batch is None else (batch,))
             sidecar = write_sidecar(out, metadata) if fmt == "pt2" else None
             size = _fsync(tmp)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CncnnError(_unwritable(out, exc), exit_code=1) from None
         except BaseException:
             tmp.unlink(missing_ok=True)  # atomic_write only cleans up after OSError
             raise
@@ -184,7 +189,13 @@ def write_onnx(graph: ExportGraph, path: Path, size: tuple[int, int], batch: int
     except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways; one line for people
         raise CncnnError(f"ONNX export failed ({type(exc).__name__}: {first_line(exc)})", exit_code=1) from None
     program.model.metadata_props.update(metadata)
-    program.save(path, external_data=False)
+    # Serialized in memory, then written: a failed write is a plain OSError, never a half-written model.
+    try:
+        data = program.model_proto.SerializeToString()
+    except ValueError as exc:  # protobuf's 2 GiB limit on one message
+        raise CncnnError(f"ONNX export failed: the model does not fit in one .onnx file ({first_line(exc)}); "
+                         f"export to .pt2 instead", exit_code=1) from None
+    write_bytes(path, data)
 
 
 def write_pt2(graph: ExportGraph, path: Path, size: tuple[int, int], batch: int | None) -> None:
@@ -195,15 +206,39 @@ def write_pt2(graph: ExportGraph, path: Path, size: tuple[int, int], batch: int 
             program = torch.export.export(graph, (example,), dynamic_shapes=dynamic)
     except Exception as exc:  # noqa: BLE001 - as in write_onnx
         raise CncnnError(f"torch.export failed ({type(exc).__name__}: {first_line(exc)})", exit_code=1) from None
-    with open(path, "wb") as handle:  # a handle: torch.export warns about a path not ending in .pt2
-        torch.export.save(program, handle)
+    # Into memory first: torch's zip writer, writing to a file that fails (a full disk), throws from
+    # a C++ destructor and aborts the process. A buffer cannot fail; the file write then can, cleanly.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    write_bytes(path, buffer.getbuffer())
+
+
+def write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """``data`` into ``path``, flushed to disk; an OSError (ENOSPC, ...) propagates for the caller to word."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _unwritable(path: Path, exc: OSError, out: Path | None = None) -> str:
+    """The one line for a file the disk refused: which, why, that nothing changed, what to do."""
+    out = out or path
+    kept = " (an earlier file there is intact)" if out.exists() else ""
+    return (f"could not write {path}: {exc.strerror or first_line(exc)}; nothing was written{kept}. "
+            f"Free disk space or choose another folder.")
 
 
 def write_sidecar(out: Path, metadata: dict[str, str]) -> Path:
     """``OUT.json``: the ONNX metadata for a ``.pt2``, as one JSON object."""
     sidecar = out.with_name(out.name + ".json")
-    with atomic_write(sidecar) as tmp:
-        tmp.write_text(json.dumps({key: json.loads(value) for key, value in metadata.items()}, indent=2) + "\n")
+    try:
+        with atomic_write(sidecar) as tmp:
+            tmp.write_text(json.dumps({key: json.loads(value) for key, value in metadata.items()}, indent=2) + "\n")
+    except CncnnError as exc:
+        if not isinstance(exc.__context__, OSError):  # atomic_write raises from None; the cause is the context
+            raise
+        raise CncnnError(_unwritable(sidecar, exc.__context__, out), exit_code=1) from None
     return sidecar
 
 

@@ -52,12 +52,15 @@ class Predictor:
             compile_model(self.model, self.device)
         self.info = info
         self.classes = info.classes
+        self.source: str | Path = "the model"  # named in errors; the checkpoint's path once loaded from one
         self.transform = build_transform(info.preprocess, train=False)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", compile: bool = False) -> "Predictor":
         model, info = load_model(path)
-        return cls(model, info, device, compile)
+        predictor = cls(model, info, device, compile)
+        predictor.source = path
+        return predictor
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """A PIL RGB image → the uint8 3×H×W tensor the model's preprocessor expects."""
@@ -76,13 +79,20 @@ class Predictor:
     def iter_predict(self, images: Iterable[str | Path | Image.Image], topk: int = 5,
                      batch_size: int = 16) -> Iterator[Prediction]:
         """:meth:`predict` one batch at a time, in input order: ``images`` is read lazily and
-        nothing is kept between batches, so memory stays flat on inputs of any length."""
+        nothing is kept between batches, so memory stays flat on inputs of any length.
+
+        An item that is a :class:`Prediction` already (an error entry the caller made, e.g. for an
+        empty folder) is passed through in its place. Non-finite scores (broken weights) raise a
+        :class:`CncnnError` (exit 1) rather than yield NaN."""
         if batch_size < 1:
             raise CncnnError(f"batch_size must be at least 1, not {batch_size}")
         k = max(1, min(topk, len(self.classes)))
         for chunk in _chunks(images, batch_size):
             results, tensors, slots = [], [], []
             for item in chunk:
+                if isinstance(item, Prediction):
+                    results.append(item)
+                    continue
                 name = "<image>" if isinstance(item, Image.Image) else str(item)
                 try:
                     image = item if isinstance(item, Image.Image) else load_rgb(item)
@@ -94,6 +104,11 @@ class Predictor:
             if tensors:
                 logits = self.forward(torch.stack(tensors))["logits"]
                 probs = torch.softmax(logits.float(), dim=1).cpu()
+                broken = (~torch.isfinite(probs).all(dim=1)).nonzero()
+                if len(broken):
+                    image = results[slots[int(broken[0])]].image
+                    raise CncnnError(f"{self.source} produces non-finite scores for {image}: its weights are broken "
+                                     f"(NaN/inf), e.g. saved from a training run that diverged", exit_code=1)
                 scores, indices = probs.topk(k, dim=1)
                 for slot, row_scores, row_indices in zip(slots, scores.tolist(), indices.tolist()):
                     results[slot].predictions = [

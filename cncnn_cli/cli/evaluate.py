@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,13 +14,16 @@ from rich.table import Table
 from cncnn_cli.config.defaults import DEFAULT_WORKERS
 from cncnn_cli.cli.common import (CompileOption, MaxPixelsOption, PluginOption, default_checkpoint, err_console,
                                    out_console, setup)
+from cncnn_cli.errors import CncnnError, first_line
+from cncnn_cli.utils.atomic import atomic_write
 
 
 def evaluate(
     checkpoint: Annotated[Optional[Path], typer.Argument(
         help="cncnn .safetensors checkpoint (default: newest work_dirs/**/best.safetensors).", show_default=False)] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset plugin (default: the checkpoint's).")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Dataset folder (default: the checkpoint's).")] = None,
+    data_root: Annotated[Optional[str], typer.Option(
+        help="Dataset folder (default: the checkpoint's, unless --dataset names another).")] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = DEFAULT_WORKERS,
@@ -41,6 +46,8 @@ def evaluate(
     Example: cncnn eval model.safetensors --dataset imagefolder --data-root shop_photos --out report/
     """
     setup(plugin, max_pixels)
+    if out is not None and out.exists() and not out.is_dir():
+        raise CncnnError(f"--out {out}: expected a folder for the reports, but it is a file; name a folder")
     from cncnn_cli.evaluation.evaluate import evaluate_checkpoint
 
     path = checkpoint or default_checkpoint()
@@ -67,16 +74,51 @@ def evaluate(
         out_console.print(table)
     if result.skipped:
         err_console.print(f"warning: {result.skipped} unreadable image(s) were skipped (named above)")
-    if out is not None:
+    if out is not None:  # after the results: a report that cannot be written does not hide them
         _write_reports(out, result)
 
 
-def _write_reports(out: Path, result) -> None:
-    from cncnn_cli.visualization.plotting import confusion_figure, errors_figure, save_figure
+@contextmanager
+def _report_file(path: Path) -> Iterator[Path]:
+    """:func:`atomic_write` for one report file, its failure one line naming the file (exit 1).
 
-    out.mkdir(parents=True, exist_ok=True)
+    The file appears complete or not at all; the reports written before it, and any earlier
+    file of the same name, stay as they are.
+    """
+    try:
+        with atomic_write(path) as tmp:
+            yield tmp
+    except CncnnError as exc:
+        cause = exc.__context__  # atomic_write raises from None; the OSError is still its context
+        if not isinstance(cause, OSError):
+            raise
+        raise CncnnError(_unwritable(path, cause), exit_code=1) from None
+    except OSError as exc:  # e.g. the folder could not be made
+        raise CncnnError(_unwritable(path, exc), exit_code=1) from None
+
+
+def _unwritable(path: Path, exc: OSError) -> str:
+    reason = exc.strerror or first_line(exc)
+    return (f"could not write {path}: {reason} (earlier files there are intact); free disk space or pass "
+            f"another --out")
+
+
+def _save_figure(fig, path: Path) -> Path:
+    with _report_file(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def _write_reports(out: Path, result) -> None:
+    from cncnn_cli.visualization.plotting import confusion_figure, errors_figure
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CncnnError(f"could not create the report folder {out}: {exc.strerror or first_line(exc)}; "
+                         f"pass another --out", exit_code=1) from None
     written = [_write_per_class(out / "per_class.csv", result), _write_predictions(out / "predictions.jsonl", result),
-               save_figure(confusion_figure(result.confusion.numpy(), result.classes), out / "confusion.png")]
+               _save_figure(confusion_figure(result.confusion.numpy(), result.classes), out / "confusion.png")]
     if result.mistakes:
         names = result.classes
         captions = [f"{Path(m.path).name}\ntrue: {names[m.label]}\npredicted: {names[m.predicted]} ({m.score:.0%})"
@@ -86,9 +128,9 @@ def _write_reports(out: Path, result) -> None:
         which = ("the only mistake" if wrong == 1 else f"all {wrong} mistakes, most confident first"
                  if shown == wrong else f"the {shown} most confident of {wrong} mistakes")
         title = f"{which} — {result.report['num_images']} images, top-1 {result.report['top1']:.2f}%"
-        written.append(save_figure(errors_figure([m.image for m in result.mistakes],
-                                                 [m.mask for m in result.mistakes], captions, title),
-                                   out / "errors.png"))
+        written.append(_save_figure(errors_figure([m.image for m in result.mistakes],
+                                                  [m.mask for m in result.mistakes], captions, title),
+                                    out / "errors.png"))
     else:
         err_console.print("no mistakes: errors.png not written", markup=False, highlight=False)
     err_console.print(f"wrote {', '.join(map(str, written))}", markup=False, highlight=False, soft_wrap=True)
@@ -102,7 +144,7 @@ def _write_per_class(path: Path, result) -> Path:
         total, correct = int(matrix[index].sum()), int(matrix[index, index])
         rows.append((100.0 * correct / total if total else None, index, name, total, correct))
     rows.sort(key=lambda row: (row[0] is None, row[0] if row[0] is not None else 0.0, row[1]))
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with _report_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["index", "class", "images", "correct", "accuracy"])
         for accuracy, index, name, total, correct in rows:
@@ -117,7 +159,7 @@ def _write_predictions(path: Path, result) -> Path:
     probs = torch.softmax(result.logits.float(), 1)
     scores, indices = probs.topk(min(5, probs.shape[1]), dim=1)
     names = result.classes
-    with open(path, "w", encoding="utf-8") as handle:
+    with _report_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for image, label, row_scores, row_indices in zip(result.paths, result.labels.tolist(), scores.tolist(),
                                                          indices.tolist()):
             handle.write(json.dumps({

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -55,6 +56,7 @@ app.command()(export.export)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this; the console script exits with it)."""
+    warnings.formatwarning = format_warning
     argv = expand_cfg_options(normalize_resume(list(sys.argv[1:] if argv is None else argv)))
     remember_invocation(argv)
     try:
@@ -69,6 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_python_format = warnings.formatwarning
+
+
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """cncnn's own warnings (a skipped image, ...) as one ``warning:`` line; others as Python formats them.
+
+    Python's format adds the file and line of the code that warned and that line's source, which
+    tell a user nothing. Only the text changes, so ``catch_warnings(record=True)`` and pytest still
+    record every warning; loader workers inherit it from the main process.
+    """
+    if category.__module__.startswith(("cncnn_cli", "cncnn_plugins")):
+        return f"warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
 def end_distributed() -> None:
     """Destroy the process group a DDP run joined, so that every rank exits cleanly (a group left
     to interpreter shutdown can abort a rank after its work is done)."""
@@ -78,15 +95,26 @@ def end_distributed() -> None:
 
 
 def normalize_resume(argv: list[str]) -> list[str]:
-    """``--resume`` may stand alone (the work dir's state) or take a path: give it ``auto`` when alone."""
+    """``--resume`` may stand alone (the work dir's state) or take a path: give it ``auto`` when alone.
+
+    What follows ``--resume`` is its value when it is ``auto``, an existing path or looks like one
+    (``*.pth``, or with a ``/``: a missing file then gets its own error); anything else (another
+    option, the recipe) is not.
+    """
     out = []
     for i, arg in enumerate(argv):
         out.append(arg)
         if arg == "--resume":
             following = argv[i + 1] if i + 1 < len(argv) else None
-            if following is None or following.startswith("-") or not Path(following).exists():
+            if following is None or not _resume_value(following):
                 out.append("auto")
     return out
+
+
+def _resume_value(arg: str) -> bool:
+    if arg.startswith("-"):
+        return False
+    return arg == "auto" or Path(arg).exists() or arg.endswith(".pth") or "/" in arg
 
 
 def expand_cfg_options(argv: list[str]) -> list[str]:

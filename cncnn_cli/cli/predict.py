@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from cncnn_cli.cli.common import (CompileOption, MaxPixelsOption, PluginOption, default_checkpoint, err_console,
                                    out_console, setup)
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.errors import CncnnError, first_line
 
 #: ``--out`` formats, chosen by the file's suffix.
 OUT_FORMATS = (".jsonl", ".csv")
@@ -33,7 +34,8 @@ def predict(
     as_jsonl: Annotated[bool, typer.Option(
         "--jsonl", help="One JSON object per image on stdout, written as each batch finishes.")] = False,
     out: Annotated[Optional[Path], typer.Option(
-        help="Also stream the results into this .jsonl or .csv file.", show_default=False)] = None,
+        help="Also stream the results into this .jsonl or .csv file (into FILE.part, renamed to FILE once complete; "
+             "Ctrl-C keeps the .part).", show_default=False)] = None,
     compile: CompileOption = False,
     max_pixels: MaxPixelsOption = None,
     plugin: PluginOption = None,
@@ -48,30 +50,48 @@ def predict(
         raise CncnnError("give either --json (one document) or --jsonl (one line per image), not both")
     if out is not None and out.suffix.lower() not in OUT_FORMATS:
         raise CncnnError(f"--out {out}: expected a .jsonl or .csv file")
+    if out is not None and out.is_dir():
+        raise CncnnError(f"--out {out} is a folder; give a .jsonl or .csv file, e.g. {out / 'predictions.jsonl'}")
     setup(plugin, max_pixels)
     from cncnn_cli.apis.inference import Predictor
     from cncnn_cli.utils.progress import progress
 
+    _refuse_only_empty_folders(inputs)
     predictor = Predictor.from_checkpoint(checkpoint or default_checkpoint(), device=device, compile=compile)
     total = None if any(path == Path("-") or path.is_dir() for path in inputs) else len(inputs)
-    failed = 0
-    with ExitStack() as stack:
-        writers = []
-        if as_jsonl:
-            writers.append(_JsonLines(sys.stdout))
-        if out is not None:
-            writers.append(_open_writer(stack, out, topk))
-        kept = [] if not writers or as_json else None  # the table and --json need every result at the end
-        bar = stack.enter_context(progress("predicting", total=total, unit="images"))
-        for result in predictor.iter_predict(_images(inputs), topk=topk, batch_size=batch_size):
-            for writer in writers:
-                writer.write(result)
-            if kept is not None:
-                kept.append(result)
-            if result.error is not None:
-                failed += 1
-                err_console.print(f"error: {result.error}", markup=False, highlight=False, soft_wrap=True)
-            bar.advance()
+    failed = done = 0
+    out_file = None
+    try:
+        with ExitStack() as stack:
+            writers = []
+            if as_jsonl:
+                writers.append(_JsonLines(sys.stdout))
+            if out is not None:
+                out_file = _PartFile(out, topk)
+                writers.append(out_file)
+            kept = [] if not writers or as_json else None  # the table and --json need every result at the end
+            bar = stack.enter_context(progress("predicting", total=total, unit="images"))
+            for result in predictor.iter_predict(_images(inputs), topk=topk, batch_size=batch_size):
+                for writer in writers:
+                    writer.write(result)
+                done += 1
+                if kept is not None:
+                    kept.append(result)
+                if result.error is not None:
+                    failed += 1
+                    err_console.print(f"error: {result.error}", markup=False, highlight=False, soft_wrap=True)
+                bar.advance()
+        if out_file is not None:
+            out_file.commit()
+    except KeyboardInterrupt:
+        if out_file is not None:
+            out_file.close()
+        err_console.print(_interrupted(done, as_jsonl, out_file), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    except BaseException:
+        if out_file is not None:
+            out_file.discard()
+        raise
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in kept], indent=2))
     elif kept is not None:
@@ -82,13 +102,54 @@ def predict(
         raise typer.Exit(2)
 
 
-def _images(inputs: Iterable[Path]) -> Iterator[Path]:
-    """Every image path, lazily: folders walked as they are reached, ``-`` read from stdin line by line."""
+def _interrupted(done: int, as_jsonl: bool, out_file: _PartFile | None) -> str:
+    """The one line Ctrl-C leaves: how far it got and where those results are."""
+    noun = "result" if done == 1 else "results"
+    where = []
+    if as_jsonl:
+        where.append(f"{done} {noun} were written to stdout")
+    if out_file is not None:
+        earlier = (f"the earlier {out_file.out} is intact" if out_file.out.exists()
+                   else f"{out_file.out} was not written")
+        where.append(f"the {done} {noun} so far are in {out_file.part} ({earlier})")
+    if not where:
+        where.append("nothing was printed")
+    return f"interrupted after {done} image{'' if done == 1 else 's'}: " + "; ".join(where)
+
+
+def _refuse_only_empty_folders(inputs: list[Path]) -> None:
+    """Stop at once, exit 2, when every input is a folder without images: there is nothing to do.
+    (An empty folder among other inputs is an error entry in its place instead, like a missing file.)"""
+    from cncnn_cli.data.images import iter_images
+
+    if inputs and all(path != Path("-") and path.is_dir() for path in inputs) \
+            and not any(next(iter_images(path), None) is not None for path in inputs):
+        raise CncnnError(_no_images(inputs))
+
+
+def _no_images(folders: list[Path]) -> str:
+    from cncnn_cli.data.images import IMAGE_SUFFIXES
+
+    return (f"{', '.join(map(str, folders))}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, "
+            f"in subfolders too)")
+
+
+def _images(inputs: Iterable[Path]) -> Iterator:
+    """Every image path, lazily: folders walked as they are reached, ``-`` read from stdin line by line;
+    an empty folder becomes an error entry (a ``Prediction``) in its place."""
+    from cncnn_cli.apis.inference import Prediction
     from cncnn_cli.data.images import iter_images
 
     for path in inputs:
         if path == Path("-"):
             yield from (Path(line.rstrip("\r\n")) for line in sys.stdin if line.strip())
+        elif path.is_dir():
+            found = False
+            for image in iter_images(path):
+                found = True
+                yield image
+            if not found:  # an error entry in its place, like a missing file's
+                yield Prediction(image=str(path), error=_no_images([path]))
         else:
             yield from iter_images(path)
 
@@ -118,14 +179,56 @@ class _CsvRows:
         self.stream.flush()
 
 
-def _open_writer(stack: ExitStack, out: Path, topk: int):
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stream = stack.enter_context(open(out, "w", newline="" if out.suffix.lower() == ".csv" else None,
-                                          encoding="utf-8"))
-    except OSError as exc:
-        raise CncnnError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
-    return _CsvRows(stream, topk) if out.suffix.lower() == ".csv" else _JsonLines(stream)
+class _PartFile:
+    """``--out``, streamed into ``OUT.part`` beside it (it grows as each batch finishes) and renamed
+    over ``OUT`` only once complete: a failure never leaves a half-written ``OUT``, and an earlier
+    ``OUT`` stays as it was until then. A write that fails (a full disk) removes the part file and
+    raises one line, exit 1."""
+
+    def __init__(self, out: Path, topk: int) -> None:
+        self.out, self.part = out, out.with_name(out.name + ".part")
+        csv_file = out.suffix.lower() == ".csv"
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.stream = open(self.part, "w", newline="" if csv_file else None, encoding="utf-8")
+        except OSError as exc:
+            raise CncnnError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+        try:
+            self.writer = _CsvRows(self.stream, topk) if csv_file else _JsonLines(self.stream)
+        except OSError as exc:
+            self._fail(exc)
+
+    def write(self, result) -> None:
+        try:
+            self.writer.write(result)
+        except OSError as exc:
+            self._fail(exc)
+
+    def commit(self) -> None:
+        try:
+            self.stream.flush()
+            os.fsync(self.stream.fileno())
+            self.stream.close()
+            os.replace(self.part, self.out)
+        except OSError as exc:
+            self._fail(exc)
+
+    def close(self) -> None:
+        """Close the part file and keep it (Ctrl-C: the results so far)."""
+        try:
+            self.stream.close()
+        except OSError:
+            pass
+
+    def discard(self) -> None:
+        self.close()
+        self.part.unlink(missing_ok=True)
+
+    def _fail(self, exc: OSError) -> None:
+        self.discard()
+        earlier = "an earlier file there is intact" if self.out.exists() else "nothing was written"
+        raise CncnnError(f"could not write {self.out}: {exc.strerror or first_line(exc)}; {earlier}. "
+                         f"Free disk space or choose another --out", exit_code=1) from None
 
 
 def _print_table(results) -> None:

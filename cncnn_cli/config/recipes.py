@@ -6,6 +6,7 @@ lists are used because mmengine 0.10.7's ``read_base``/``pkg::`` paths need ``pk
 """
 from __future__ import annotations
 
+import ast
 import difflib
 from importlib.resources import files
 from pathlib import Path
@@ -47,6 +48,11 @@ def load_recipe(recipe: str | Path) -> "Config":
     from mmengine.config import Config
 
     path = resolve_recipe(recipe)
+    if path.suffix == ".py":  # mmengine parses a temporary copy, and its syntax errors name that copy
+        try:
+            ast.parse(path.read_text(encoding="utf-8"), str(path))
+        except SyntaxError as exc:
+            raise CncnnError(f"recipe {path}:{exc.lineno}: syntax error: {exc.msg}") from None
     try:
         return Config.fromfile(str(path), lazy_import=False)
     except Exception as exc:

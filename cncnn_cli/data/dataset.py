@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import torch
 from PIL import Image
 
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.errors import CncnnError, first_line
 from cncnn_cli.data.images import ImageReadError, load_rgb, open_checked
 from cncnn_cli.registry import DATASETS, load_plugins, lookup
 
@@ -220,4 +220,9 @@ def build_dataset(
         inspect.signature(cls).bind(data_root, split, transform, **options)
     except TypeError as exc:
         raise CncnnError(f"dataset '{name}': {exc}") from None
-    return cls(data_root, split, transform, **options)
+    try:
+        return cls(data_root, split, transform, **options)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:  # an option of the wrong type or value
+        given = ", ".join(f"{key}={value!r}" for key, value in options.items()) or "no options"
+        raise CncnnError(f"dataset '{name}' cannot be read with {given}: {type(exc).__name__}: {first_line(exc)}. "
+                         f"Check the dataset options in the recipe or --cfg-options") from exc

@@ -31,7 +31,7 @@ from cncnn_cli.engine.signals import StopRequest
 from cncnn_cli.engine.launch import export_slurm_environment
 from cncnn_cli.engine.trackers import TrackerHook
 from cncnn_cli.engine.sync_bn import convert_sync_batchnorm
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.errors import CncnnError, first_line
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.models.compile import compile_model
 
@@ -53,7 +53,26 @@ def resume_path(work_dir: Path, resume: str | None) -> Path | None:
     if not path.is_file():
         raise CncnnError(f"no resumable state at {path}; it is written after every epoch and on Ctrl-C. "
                          f"Start without --resume, or pass --resume PATH to a state.pth.")
+    check_state_file(path)
     return path
+
+
+def check_state_file(path: Path) -> None:
+    """A :class:`CncnnError` naming ``path`` unless it is a state that ``cncnn train`` wrote.
+
+    Read weights-only and memory-mapped: the pickle runs no code and the tensors stay on disk.
+    """
+    hint = (" It is a weights file; --resume takes the state.pth beside it." if path.suffix == ".safetensors"
+            else " --resume takes the state.pth a cncnn train run writes in its work dir.")
+    with open(path, "rb") as file:
+        if file.read(4) != b"PK\x03\x04":  # torch.save's zip container
+            raise CncnnError(f"{path} is not a training state.{hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file; torch raises many kinds
+        raise CncnnError(f"{path} cannot be read as a training state ({first_line(exc)}).{hint}") from None
+    if not isinstance(state, dict) or "cncnn" not in state:
+        raise CncnnError(f"{path} was not written by cncnn train, so it cannot be resumed.{hint}")
 
 
 def _setup_device(name: str, distributed: bool) -> torch.device:

@@ -1,6 +1,7 @@
 """Evaluating a checkpoint on a dataset split (the engine behind ``cncnn eval``)."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,12 +11,13 @@ from torch.utils.data import DataLoader
 
 from cncnn_cli.config.defaults import DEFAULT_WORKERS
 from cncnn_cli.data.collate import collate
-from cncnn_cli.data.dataset import FineGrainedDataset, build_dataset
+from cncnn_cli.data.dataset import FineGrainedDataset, build_dataset, dataset_class
 from cncnn_cli.data.transforms import build_transform
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.evaluation.metrics import AccuracyMetric, accuracy_report, confusion_matrix, stacked
 from cncnn_cli.models.classifier import Classifier
 from cncnn_cli.models.compile import compile_model
+from cncnn_cli.utils.console import say
 from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.utils.progress import progress
 from cncnn_cli.weights.checkpoint import load_model
@@ -64,22 +66,17 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
     if tta not in ("none", "flip"):
         raise CncnnError(f"--tta {tta}: expected none or flip")
     model, info = load_model(path)
-    dataset_cfg = dict(info.dataset or {})
-    if dataset:
-        dataset_cfg = {"type": dataset, "data_root": data_root or dataset_cfg.get("data_root")}
-    elif data_root:
-        dataset_cfg["data_root"] = data_root
-    if not dataset_cfg.get("type") or dataset_cfg.get("data_root") is None:
-        raise CncnnError(f"{path} does not name its dataset (converted checkpoints may not): "
-                         f"pass --dataset NAME --data-root DIR")
+    dataset_cfg = _dataset_config(path, dict(info.dataset or {}), dataset, data_root)
     options = dict(dataset_cfg)
     data = build_dataset(options.pop("type"), options.pop("data_root"), split,
                          build_transform(info.preprocess, False), **options)
     num_classes = len(info.classes)
     if len(data.classes) != num_classes:
-        raise CncnnError(f"{path} predicts {num_classes} classes but {dataset_cfg['type']} at "
-                         f"{dataset_cfg['data_root']} has {len(data.classes)}; evaluate on the dataset it was "
-                         f"trained for")
+        raise CncnnError(f"{path} predicts {num_classes} classes but {_where(dataset_cfg)} has "
+                         f"{len(data.classes)}; evaluate on the dataset it was trained for")
+    note = class_name_note(info.classes, data.classes, _where(dataset_cfg))
+    if note:
+        say(note)
     target = resolve_device(device)
     model = model.to(target).eval()
     if compile:
@@ -109,6 +106,53 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
                       confusion_matrix(ensemble.argmax(1), truth, num_classes), list(info.classes), skipped,
                       ensemble, accuracy_report(*stacked(metrics["plain"].results)) if reported == "flip" else None,
                       truth, paths, _most_confident_mistakes(model, data, paths, ensemble, truth, mistakes))
+
+
+def _dataset_config(path: str | Path, saved: dict, dataset: str | None, data_root: str | None) -> dict:
+    """The dataset to evaluate on: the checkpoint's, with ``--dataset`` / ``--data-root`` over it.
+
+    Another dataset than the checkpoint's takes none of its root or options: they describe a
+    different set. Its root is ``--data-root``, or none for a dataset that needs none (demo).
+    """
+    if dataset and dataset != saved.get("type"):
+        if data_root:
+            return {"type": dataset, "data_root": data_root}
+        default = inspect.signature(dataset_class(dataset)).parameters.get("data_root")
+        if default is None or default.default is inspect.Parameter.empty:
+            raise CncnnError(f"--dataset {dataset}: also pass --data-root DIR, the folder of the {dataset} "
+                             f"copy to evaluate on ({path} was trained on "
+                             f"{_where(saved) if saved.get('type') else 'an unnamed dataset'})")
+        return {"type": dataset, "data_root": default.default}
+    config = dict(saved)
+    if data_root:
+        config["data_root"] = data_root
+    if not config.get("type") or config.get("data_root") is None:
+        raise CncnnError(f"{path} does not name its dataset (converted checkpoints may not): "
+                         f"pass --dataset NAME --data-root DIR")
+    return config
+
+
+def _where(dataset_cfg: dict) -> str:
+    """``cub at data/CUB_200_2011``, or ``demo (no data root)``: the dataset and the root actually used."""
+    root = dataset_cfg.get("data_root")
+    return f"{dataset_cfg['type']} at {root}" if root else f"{dataset_cfg['type']} (no data root)"
+
+
+def class_name_note(trained: list[str], evaluated: list[str], where: str, shown: int = 3) -> str | None:
+    """A ``note:`` line when the two class lists have one length but differ by name; None when they agree.
+
+    Accuracy compares class indices, so a renamed or reordered folder still gets a number: the
+    note says which names disagree (the first ``shown`` pairs), so a wrong dataset is noticed.
+    """
+    pairs = [(new, old) for new, old in zip(evaluated, trained) if new != old]
+    if not pairs:
+        return None
+    listed = ", ".join(f"{new}≠{old}" for new, old in pairs[:shown])
+    if len(pairs) > shown:
+        listed += f", … {len(pairs) - shown} more of {len(trained)}"
+    order = " (the same names in another order)" if sorted(trained) == sorted(evaluated) else ""
+    return (f"note: the classes of {where} differ from the checkpoint's by name{order} ({listed}); "
+            f"accuracy assumes class i is the same class in both")
 
 
 def _average(a: dict, b: dict) -> dict:

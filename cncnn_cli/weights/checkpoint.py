@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], info:
 def read_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, torch.Tensor]]:
     """Metadata and weights of a cncnn checkpoint; :class:`CheckpointError` with one clear line otherwise."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(_folder_hint(path))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -86,6 +89,9 @@ def read_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, torch.Tenso
     except CheckpointError:
         raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        hint = _pytorch_file_hint(path)
+        if hint is not None:
+            raise CheckpointError(hint) from None
         raise CheckpointError(
             f"{path}: not a readable cncnn checkpoint ({first_line(exc)}). cncnn checkpoints are "
             f".safetensors files written by `cncnn train` or `cncnn convert`; the file may be truncated."
@@ -101,7 +107,66 @@ def read_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, torch.Tenso
         )
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: cncnn metadata is damaged ({first_line(exc)})") from None
+    if not isinstance(info.classes, list) or not all(isinstance(name, str) for name in info.classes):
+        raise CheckpointError(f"{path}: cncnn metadata is damaged (its classes are not a list of names)")
     return info, state
+
+
+#: The weights files a training work dir holds, in the order to suggest them.
+_WEIGHTS_FILES = ("best.safetensors", "last.safetensors")
+_ZIP_MAGIC = b"PK\x03\x04"
+_TRAINING_STATE_MARKERS = (b"message_hub", b"optimizer", b"param_schedulers")
+
+
+def _folder_hint(path: Path) -> str:
+    """What to pass instead of a folder: the weights files it holds (a training work dir)."""
+    found = [path / name for name in _WEIGHTS_FILES if (path / name).is_file()]
+    if found:
+        return f"{path} is a folder; pass {' or '.join(map(str, found))}"
+    return (f"{path} is a folder, not a checkpoint file; pass a .safetensors file (a training work dir "
+            f"holds best.safetensors and last.safetensors)")
+
+
+def _pytorch_file_hint(path: Path) -> str | None:
+    """For a file safetensors cannot read: a one-line explanation when it is a PyTorch file (a zip
+    archive or a bare pickle), a training state above all. Looks at bytes only, never unpickles."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return None
+    if head.startswith(_ZIP_MAGIC):
+        kind = "zip"
+    elif len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5
+        kind = "pickle"
+    else:
+        return None
+    if path.name == "state.pth" or _looks_like_training_state(path, kind):
+        siblings = [path.parent / name for name in _WEIGHTS_FILES if (path.parent / name).is_file()]
+        pass_what = (" or ".join(map(str, siblings)) if siblings
+                     else "best.safetensors or last.safetensors from the same folder")
+        return f"{path} is a training state ({path.name}), not weights: pass {pass_what}"
+    return (f"{path}: a PyTorch file, not a cncnn checkpoint (.safetensors). If it holds the authors' released "
+            f"weights, import them with `cncnn convert official {path} OUT.safetensors`")
+
+
+def _looks_like_training_state(path: Path, kind: str, limit: int = 1 << 22) -> bool:
+    """Whether the pickled top level of a PyTorch file names an optimizer or message hub: a search of
+    the pickle's bytes (its first ``limit``), not an unpickling."""
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return False
+                with archive.open(name) as member:
+                    data = member.read(limit)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(limit)
+    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile):
+        return False
+    return any(marker in data for marker in _TRAINING_STATE_MARKERS)
 
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, Checkpoint]:
@@ -116,6 +181,12 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Checkpoint]:
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot build its model ({type(exc).__name__}: {first_line(exc)})") from None
     load_weights(model, state, path)
+    outputs = info.model.get("num_classes")
+    if isinstance(outputs, int) and outputs != len(info.classes):
+        raise CheckpointError(
+            f"{path}: its metadata lists {len(info.classes)} class names but the weights have {outputs} outputs; "
+            f"the file was edited or written by another tool. Use the file `cncnn train` or `cncnn convert` wrote"
+        )
     return model.eval(), info
 
 

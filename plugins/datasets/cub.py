@@ -58,12 +58,25 @@ class CUB(FineGrainedDataset):
                 f"cub: image id {unlabeled[0]} of {files['images']} has no line in "
                 f"image_class_labels.txt or train_test_split.txt"
             )
+        for key, table in (("image_class_labels", labels), ("train_test_split", is_train)):
+            unknown = sorted(set(table) - set(paths))
+            if unknown:
+                raise CncnnError(f"cub: {files[key]} names image id {unknown[0]}, which {files['images'].name} "
+                                 f"does not list; the annotation files are from different copies")
+        index_of = {class_id: index for index, class_id in enumerate(sorted(classes))}
+        label_of = {}
+        for image_id in sorted(paths):
+            label = labels[image_id]
+            if not label.isdigit() or int(label) not in index_of:
+                raise CncnnError(f"cub: {files['image_class_labels']}: image {image_id} has class {label!r}, which "
+                                 f"is not a class id of {files['classes'].name} ({min(classes)}-{max(classes)})")
+            if is_train[image_id] not in ("0", "1"):
+                raise CncnnError(f"cub: {files['train_test_split']}: image {image_id} has {is_train[image_id]!r}; "
+                                 f"expected 1 (train) or 0 (test)")
+            label_of[image_id] = index_of[int(label)]
         wanted = "1" if split == "train" else "0"
-        self.samples = [
-            (str(images_dir / paths[image_id]), int(labels[image_id]) - 1)
-            for image_id in sorted(paths)
-            if is_train.get(image_id) == wanted
-        ]
+        self.samples = [(str(images_dir / paths[image_id]), label_of[image_id])
+                        for image_id in sorted(paths) if is_train[image_id] == wanted]
         self.annotation_file = files["images"]
         self.image_dirs = [images_dir]
         self._listed = {str(images_dir / path) for path in paths.values()}
