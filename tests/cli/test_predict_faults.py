@@ -8,27 +8,15 @@ import errno
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import cncnn_cli.cli.predict as predict_module
 from cncnn_cli.apis.inference import Predictor
 from cncnn_cli.cli.main import main
 from cncnn_cli.errors import CheckpointError
 from cncnn_cli.weights.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
-
-
-def _images(folder: Path, count: int, size: int = 20) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(count):
-        path = folder / f"img_{i:02d}.png"
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+from tests.helpers.datasets import random_pngs
 
 
 def _one_error_line(err: str, *expected: str) -> None:
@@ -67,7 +55,7 @@ class _FullDisk:
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_a_full_disk_leaves_the_earlier_out_file_intact_and_no_part_file(tmp_path, cncnn_checkpoint, capsys,
                                                                           monkeypatch, suffix):
-    _images(tmp_path / "photos", 5)
+    random_pngs(tmp_path / "photos", 5)
     out = tmp_path / "small" / f"p{suffix}"
     out.parent.mkdir()
     out.write_text("earlier results\n")
@@ -87,7 +75,7 @@ def test_a_full_disk_leaves_the_earlier_out_file_intact_and_no_part_file(tmp_pat
 
 def test_a_full_disk_without_an_earlier_file_says_nothing_was_written(tmp_path, cncnn_checkpoint, capsys,
                                                                       monkeypatch):
-    image = _images(tmp_path / "photos", 1)[0]
+    image = random_pngs(tmp_path / "photos", 1)[0]
     out = tmp_path / "p.jsonl"
     monkeypatch.setattr(predict_module, "open", lambda *a, **k: _FullDisk(open(*a, **k), budget=0), raising=False)
     assert main(["predict", str(image), "--checkpoint", str(cncnn_checkpoint), "--out", str(out)]) == 1
@@ -96,7 +84,7 @@ def test_a_full_disk_without_an_earlier_file_says_nothing_was_written(tmp_path, 
 
 
 def test_out_streams_into_a_part_file_and_is_renamed_once_complete(tmp_path, cncnn_checkpoint, capsys, monkeypatch):
-    _images(tmp_path / "photos", 5)
+    random_pngs(tmp_path / "photos", 5)
     out = tmp_path / "p.jsonl"
     out.write_text("earlier\n")
     part = tmp_path / "p.jsonl.part"
@@ -118,7 +106,7 @@ def test_out_streams_into_a_part_file_and_is_renamed_once_complete(tmp_path, cnc
 @pytest.mark.parametrize("flags", [["--jsonl"], ["--out", "p.jsonl"], ["--out", "p.csv"], ["--json"]])
 def test_ctrl_c_says_how_many_results_were_written_and_where(tmp_path, cncnn_checkpoint, capsys, monkeypatch,
                                                              flags):
-    _images(tmp_path / "photos", 5)
+    random_pngs(tmp_path / "photos", 5)
     monkeypatch.chdir(tmp_path)
     forward, calls = Predictor.forward, []
 
@@ -142,7 +130,7 @@ def test_ctrl_c_says_how_many_results_were_written_and_where(tmp_path, cncnn_che
         text = Path(f"{out}.part").read_text()
         rows = list(csv.DictReader(text.splitlines())) if out.suffix == ".csv" else \
             [json.loads(line) for line in text.splitlines()]
-        assert [Path(row["image"]).name for row in rows] == ["img_00.png", "img_01.png"]
+        assert [Path(row["image"]).name for row in rows] == ["img_00000.png", "img_00001.png"]
     else:
         assert captured.out == "" and "nothing was printed" in captured.err
 
@@ -158,7 +146,7 @@ def nan_checkpoint(tmp_path_factory, cncnn_checkpoint) -> Path:
 
 @pytest.mark.parametrize("flag", ["--json", "--jsonl"])
 def test_broken_weights_are_an_error_never_nan_in_json(tmp_path, nan_checkpoint, capsys, flag):
-    image = _images(tmp_path, 1)[0]
+    image = random_pngs(tmp_path, 1)[0]
     assert main(["predict", str(image), "--checkpoint", str(nan_checkpoint), flag]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -166,7 +154,7 @@ def test_broken_weights_are_an_error_never_nan_in_json(tmp_path, nan_checkpoint,
 
 
 def test_broken_weights_discard_the_out_part_file(tmp_path, nan_checkpoint, capsys):
-    image = _images(tmp_path, 1)[0]
+    image = random_pngs(tmp_path, 1)[0]
     out = tmp_path / "p.jsonl"
     assert main(["predict", str(image), "--checkpoint", str(nan_checkpoint), "--out", str(out)]) == 1
     _one_error_line(capsys.readouterr().err, "non-finite")
@@ -177,7 +165,7 @@ def test_class_names_that_disagree_with_the_weights_are_refused_at_load(tmp_path
     info, weights = read_checkpoint(cncnn_checkpoint)
     edited = tmp_path / "edited.safetensors"
     save_checkpoint(edited, weights, Checkpoint(**{**info.__dict__, "classes": ["a", "b", "c"]}))
-    image = _images(tmp_path, 1)[0]
+    image = random_pngs(tmp_path, 1)[0]
     assert main(["predict", str(image), "--checkpoint", str(edited), "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -198,7 +186,7 @@ def test_a_lone_empty_folder_is_one_error_and_nothing_on_stdout(tmp_path, cncnn_
 
 def test_an_empty_folder_among_other_inputs_is_an_error_entry_like_a_missing_file(tmp_path, cncnn_checkpoint,
                                                                                    capsys):
-    image = _images(tmp_path / "photos", 1)[0]
+    image = random_pngs(tmp_path / "photos", 1)[0]
     empty = tmp_path / "emptydir"
     empty.mkdir()
     assert main(["predict", str(empty), str(image), "--checkpoint", str(cncnn_checkpoint), "--json"]) == 2
@@ -217,7 +205,7 @@ class _Payload:
 
 
 def test_a_work_dir_as_checkpoint_names_the_weights_file_in_it(tmp_path, cncnn_checkpoint, capsys):
-    image = str(_images(tmp_path, 1)[0])
+    image = str(random_pngs(tmp_path, 1)[0])
     run = tmp_path / "run1"
     run.mkdir()
     assert main(["predict", image, "--checkpoint", str(run)]) == 2
@@ -230,7 +218,7 @@ def test_a_work_dir_as_checkpoint_names_the_weights_file_in_it(tmp_path, cncnn_c
 @pytest.mark.parametrize("name, zipped", [("state.pth", True), ("backup.pth", True), ("old_state.pth", False)])
 def test_a_training_state_as_checkpoint_is_named_as_such_and_never_unpickled(tmp_path, cncnn_checkpoint, capsys,
                                                                               name, zipped):
-    image = str(_images(tmp_path, 1)[0])
+    image = str(random_pngs(tmp_path, 1)[0])
     run = tmp_path / "run1"
     run.mkdir()
     for weights in ("best.safetensors", "last.safetensors"):
@@ -246,7 +234,7 @@ def test_a_training_state_as_checkpoint_is_named_as_such_and_never_unpickled(tmp
 
 
 def test_released_pytorch_weights_as_checkpoint_point_to_convert(tmp_path, official_state, capsys):
-    image = str(_images(tmp_path, 1)[0])
+    image = str(random_pngs(tmp_path, 1)[0])
     path = tmp_path / "cub.pth"
     torch.save(official_state, path)
     assert main(["predict", image, "--checkpoint", str(path)]) == 2

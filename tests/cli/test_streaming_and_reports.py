@@ -18,21 +18,11 @@ from cncnn_cli.data.images import iter_images
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.weights.checkpoint import Checkpoint, save_checkpoint
 from tests.helpers import datasets as fixtures
-
-
-def _images(folder: Path, count: int, size: int = 20) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(count):
-        path = folder / f"img_{i:05d}.png"
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+from tests.helpers.datasets import random_pngs
 
 
 def test_jsonl_gives_one_parseable_line_per_image_in_input_order(tmp_path, cncnn_checkpoint, capsys):
-    paths = _images(tmp_path / "photos", 7)
+    paths = random_pngs(tmp_path / "photos", 7)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     order = [paths[3], broken, tmp_path / "photos", paths[0]]
@@ -48,7 +38,7 @@ def test_jsonl_gives_one_parseable_line_per_image_in_input_order(tmp_path, cncnn
 
 
 def test_stdin_paths_and_out_files_stream_the_same_results(tmp_path, cncnn_checkpoint, capsys, monkeypatch):
-    paths = _images(tmp_path / "photos", 5)
+    paths = random_pngs(tmp_path / "photos", 5)
     monkeypatch.setattr("sys.stdin", io.StringIO("".join(f"{p}\n" for p in paths) + "\n"))
     out = tmp_path / "results" / "predictions.jsonl"
     assert main(["predict", "-", "--checkpoint", str(cncnn_checkpoint), "--out", str(out), "--topk", "3"]) == 0
@@ -68,7 +58,7 @@ def test_stdin_paths_and_out_files_stream_the_same_results(tmp_path, cncnn_check
 
 
 def test_bad_streaming_flags_are_one_line_each(tmp_path, cncnn_checkpoint, capsys):
-    image = _images(tmp_path, 1)[0]
+    image = random_pngs(tmp_path, 1)[0]
     assert main(["predict", str(image), "--checkpoint", str(cncnn_checkpoint), "--json", "--jsonl"]) == 2
     assert main(["predict", str(image), "--checkpoint", str(cncnn_checkpoint), "--out", "x.txt"]) == 2
     assert [line for line in capsys.readouterr().err.splitlines() if line] == [
@@ -79,7 +69,7 @@ def test_bad_streaming_flags_are_one_line_each(tmp_path, cncnn_checkpoint, capsy
 
 def test_a_folder_of_2000_images_is_walked_lazily_and_predicted_with_flat_memory(tmp_path, cncnn_checkpoint):
     folder = tmp_path / "many"
-    _images(folder, 2000, size=8)
+    random_pngs(folder, 2000, size=8)
     walk = iter_images(folder)
     assert next(walk) == folder / "img_00000.png"  # the first path comes before the folder is listed whole
     predictor = Predictor.from_checkpoint(cncnn_checkpoint, device="cpu")

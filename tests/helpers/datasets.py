@@ -269,3 +269,15 @@ def photo(path: Path, seed: int) -> Path:
     rgb = np.stack([x * 3, y * 3, 255 - x * 2], -1) + disc[..., None] + rng.integers(0, 30, (72, 80, 3))
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
     return path
+
+
+def random_pngs(folder: Path, count: int, size: int = 20) -> list[Path]:
+    """``count`` noise PNGs ``img_00000.png`` ... in ``folder``, for predict and streaming tests."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"img_{i:05d}.png"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
