@@ -295,17 +295,18 @@ def resolve_config(recipe: str | Path, flags: dict[str, Any] | None = None,
             cfg.merge_from_dict(options)
         except Exception as exc:
             raise CncnnError(f"--cfg-options: {exc}") from None
-    validate(cfg)
+    validate(cfg, overrides=tuple(options))
     derive(cfg)
     return cfg
 
 
-def validate(cfg: Config) -> None:
+def validate(cfg: Config, overrides: tuple[str, ...] = ()) -> None:
+    """Check every key and value; ``overrides`` are the ``--cfg-options`` keys, which an error blames instead of the recipe."""
     data = {k: v for k, v in cfg.to_dict().items() if k != "_base_"}
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise CncnnError(_explain(exc, cfg.filename)) from None
+        raise CncnnError(_explain(exc, cfg.filename, overrides)) from None
     for name in Recipe.model_fields:  # fill in the defaults of optional keys
         if name not in cfg:
             cfg[name] = getattr(recipe, name)
@@ -349,7 +350,7 @@ def _check_part(registry, part: dict, where: str, auto: tuple[str, ...] = (), ne
     params = _constructor_parameters(target)
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
-    valid = [name for name in params if name not in auto] + list(nested)
+    valid = list(dict.fromkeys([name for name in params if name not in auto] + list(nested)))
     for key in part:
         if key == "type" or key in valid:
             continue
@@ -383,10 +384,18 @@ def _constructor_parameters(target) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(target).parameters)
 
 
-def _explain(exc: ValidationError, filename: str | None) -> str:
+#: The names pydantic adds to an error's location for the member of a union that failed (``crop.int``).
+_UNION_MEMBERS = {"int", "float", "str", "bool", "tuple", "list", "dict", "none"}
+
+
+def _explain(exc: ValidationError, filename: str | None, overrides: tuple[str, ...] = ()) -> str:
     error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"])
-    source = f" (recipe {filename})" if filename else ""
+    loc = list(error["loc"])
+    while loc and isinstance(loc[-1], str) and loc[-1].split("[")[0] in _UNION_MEMBERS:
+        loc.pop()
+    location = ".".join(str(part) for part in loc)
+    given = [key for key in overrides if location == key or location.startswith(f"{key}.") or key.startswith(f"{location}.")]
+    source = f" (--cfg-options {given[0]})" if given else f" (recipe {filename})" if filename else ""
     if error["type"] == "extra_forbidden":
         parent = _fields_at(error["loc"][:-1])
         close = difflib.get_close_matches(str(error["loc"][-1]), parent, n=1)

@@ -85,6 +85,12 @@ def read_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, torch.Tenso
                     f"{path}: a safetensors file, but not a cncnn checkpoint (no cncnn metadata). "
                     f"Import the authors' weights with `cncnn convert official`."
                 )
+            version = meta.get("format_version", FORMAT_VERSION)
+            if not version.isdigit() or int(version) > int(FORMAT_VERSION):
+                raise CheckpointError(
+                    f"{path}: written in checkpoint format {version!r} by cncnn {meta.get('cncnn_version', '?')}; "
+                    f"this cncnn reads format {FORMAT_VERSION}. Upgrade cncnn (pip install -U cncnn) to read it."
+                )
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except CheckpointError:
         raise

@@ -84,7 +84,10 @@ def convert_official(src: str | Path, dst: str | Path, preprocess: dict | None =
     ``std``; a recipe's ``preprocess``); without it, 448 → 448 with ImageNet normalization.
     """
     state = load_state_file(src)
-    model_cfg = infer_model_config(state)
+    try:
+        model_cfg = infer_model_config(state)
+    except CncnnError as exc:
+        raise CncnnError(f"{src}: {exc}") from None
     mapped, ignored = {}, []
     for key, value in state.items():
         target = map_key(key)

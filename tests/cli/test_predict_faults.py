@@ -239,3 +239,16 @@ def test_released_pytorch_weights_as_checkpoint_point_to_convert(tmp_path, offic
     torch.save(official_state, path)
     assert main(["predict", image, "--checkpoint", str(path)]) == 2
     _one_error_line(capsys.readouterr().err, "a PyTorch file, not a cncnn checkpoint", "cncnn convert official")
+
+
+def test_a_checkpoint_from_a_newer_format_asks_for_an_upgrade(tmp_path, cncnn_checkpoint):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(cncnn_checkpoint), framework="pt") as handle:
+        meta = dict(handle.metadata())
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    future = tmp_path / "future.safetensors"
+    save_file(state, str(future), metadata={**meta, "format_version": "99"})
+    with pytest.raises(CheckpointError, match="checkpoint format '99'.*this cncnn reads format 1. Upgrade cncnn"):
+        read_checkpoint(future)

@@ -12,3 +12,15 @@ def test_a_syntax_error_names_the_recipe_and_the_line(tmp_path):
     recipe.write_text("batch_size = 16\nmodel = dict(\n    type='CNCNN',\n")
     with pytest.raises(CncnnError, match=rf"recipe {recipe}:2: syntax error: '\(' was never closed"):
         load_recipe(recipe)
+
+
+def test_a_bad_override_blames_the_option_and_names_the_field_not_pydantics_union_member():
+    from cncnn_cli.config.resolve import resolve_config
+
+    with pytest.raises(CncnnError) as caught:
+        resolve_config("demo", {}, ["preprocess.crop=abc"])
+    message = str(caught.value)
+    assert message.startswith("preprocess.crop: Input should be a valid integer")
+    assert "(--cfg-options preprocess.crop)" in message and "recipe" not in message and ".int" not in message
+    with pytest.raises(CncnnError, match=r"Valid: num_classes, backbone, fusion, attention, head$"):
+        resolve_config("demo", {}, ["model.bakbone=3"])
