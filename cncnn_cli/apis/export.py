@@ -221,10 +221,9 @@ def write_bytes(path: Path, data: bytes | memoryview) -> None:
         os.fsync(handle.fileno())
 
 
-def _unwritable(path: Path, exc: OSError, out: Path | None = None) -> str:
+def _unwritable(path: Path, exc: OSError) -> str:
     """The one line for a file the disk refused: which, why, that nothing changed, what to do."""
-    out = out or path
-    kept = " (an earlier file there is intact)" if out.exists() else ""
+    kept = " (an earlier file there is intact)" if path.exists() else ""
     return (f"could not write {path}: {exc.strerror or first_line(exc)}; nothing was written{kept}. "
             f"Free disk space or choose another folder.")
 
@@ -232,13 +231,8 @@ def _unwritable(path: Path, exc: OSError, out: Path | None = None) -> str:
 def write_sidecar(out: Path, metadata: dict[str, str]) -> Path:
     """``OUT.json``: the ONNX metadata for a ``.pt2``, as one JSON object."""
     sidecar = out.with_name(out.name + ".json")
-    try:
-        with atomic_write(sidecar) as tmp:
-            tmp.write_text(json.dumps({key: json.loads(value) for key, value in metadata.items()}, indent=2) + "\n")
-    except CncnnError as exc:
-        if not isinstance(exc.__context__, OSError):  # atomic_write raises from None; the cause is the context
-            raise
-        raise CncnnError(_unwritable(sidecar, exc.__context__, out), exit_code=1) from None
+    with atomic_write(sidecar) as tmp:  # a refused write is one line from atomic_write
+        tmp.write_text(json.dumps({key: json.loads(value) for key, value in metadata.items()}, indent=2) + "\n")
     return sidecar
 
 

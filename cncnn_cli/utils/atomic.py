@@ -26,7 +26,8 @@ def atomic_write(path: str | Path, errors: tuple[type[BaseException], ...] = (OS
     except errors as exc:
         tmp.unlink(missing_ok=True)
         kept = "the previous file is intact" if path.exists() else "nothing was written"
-        raise CncnnError(f"could not write {path}: {exc}; {kept}. Free disk space or choose another folder.",
+        reason = getattr(exc, "strerror", None) or exc
+        raise CncnnError(f"could not write {path}: {reason}; {kept}. Free disk space or choose another folder.",
                          exit_code=1) from None
 
 
