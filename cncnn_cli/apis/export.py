@@ -129,9 +129,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str | None =
                                        VERIFY_BATCHES if batch is None else (batch,))
             sidecar = write_sidecar(out, metadata) if fmt == "pt2" else None
             size = _fsync(tmp)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise CncnnError(_unwritable(out, exc), exit_code=1) from None
+        except OSError:
+            raise  # atomic_write removes tmp and gives the one-line error (a full disk, say)
         except BaseException:
             tmp.unlink(missing_ok=True)  # atomic_write only cleans up after OSError
             raise
@@ -219,13 +218,6 @@ def write_bytes(path: Path, data: bytes | memoryview) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _unwritable(path: Path, exc: OSError) -> str:
-    """The one line for a file the disk refused: which, why, that nothing changed, what to do."""
-    kept = " (an earlier file there is intact)" if path.exists() else ""
-    return (f"could not write {path}: {exc.strerror or first_line(exc)}; nothing was written{kept}. "
-            f"Free disk space or choose another folder.")
 
 
 def write_sidecar(out: Path, metadata: dict[str, str]) -> Path:

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from cncnn_cli.cli.common import (CompileOption, MaxPixelsOption, PluginOption, default_checkpoint, err_console,
                                    out_console, setup)
-from cncnn_cli.errors import CncnnError, first_line
+from cncnn_cli.errors import CncnnError
+from cncnn_cli.utils.atomic import write_error
 
 #: ``--out`` formats, chosen by the file's suffix.
 OUT_FORMATS = (".jsonl", ".csv")
@@ -226,9 +227,7 @@ class _PartFile:
 
     def _fail(self, exc: OSError) -> None:
         self.discard()
-        earlier = "an earlier file there is intact" if self.out.exists() else "nothing was written"
-        raise CncnnError(f"could not write {self.out}: {exc.strerror or first_line(exc)}; {earlier}. "
-                         f"Free disk space or choose another --out", exit_code=1) from None
+        raise write_error(self.out, exc, instead="choose another --out") from None
 
 
 def _print_table(results) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cncnn_cli.errors import CncnnError
+from cncnn_cli.errors import CncnnError, first_line
 
 
 @contextmanager
@@ -25,10 +25,18 @@ def atomic_write(path: str | Path, errors: tuple[type[BaseException], ...] = (OS
         os.replace(tmp, path)
     except errors as exc:
         tmp.unlink(missing_ok=True)
-        kept = "the previous file is intact" if path.exists() else "nothing was written"
-        reason = getattr(exc, "strerror", None) or exc
-        raise CncnnError(f"could not write {path}: {reason}; {kept}. Free disk space or choose another folder.",
-                         exit_code=1) from None
+        raise write_error(path, exc) from None
+
+
+def write_error(path: Path, exc: BaseException, instead: str = "choose another folder") -> CncnnError:
+    """The one line (exit 1) for a file the disk refused: which file, why, that nothing changed, what to do.
+
+    Called after the partial file is gone, so ``path`` existing means an earlier file is still there.
+    """
+    reason = getattr(exc, "strerror", None) or first_line(exc)
+    kept = " (an earlier file there is intact)" if path.exists() else ""
+    return CncnnError(f"could not write {path}: {reason}; nothing was written{kept}. Free disk space or {instead}.",
+                      exit_code=1)
 
 
 def _umask() -> int:
