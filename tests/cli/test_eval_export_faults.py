@@ -15,27 +15,9 @@ from cncnn_cli.evaluation.evaluate import class_name_note
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.weights.checkpoint import Checkpoint, save_checkpoint
 from tests.helpers import datasets as fixtures
+from tests.helpers.faults import FullDisk
 
 ENOSPC = "No space left on device"
-
-
-class _FullDisk:
-    """A real file opened for writing whose writes fail as on a full disk: it exists, and stays empty."""
-
-    def __init__(self, handle):
-        self._handle = handle
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, ENOSPC)
-
-    def __getattr__(self, name):
-        return getattr(self._handle, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._handle.close()
 
 
 def _full_disk_open(fails=lambda path: True):
@@ -43,7 +25,7 @@ def _full_disk_open(fails=lambda path: True):
 
     def fake_open(file, mode="r", *args, **kwargs):
         handle = builtins.open(file, mode, *args, **kwargs)
-        return _FullDisk(handle) if any(c in mode for c in "wax") and fails(Path(file)) else handle
+        return FullDisk(handle) if any(c in mode for c in "wax") and fails(Path(file)) else handle
 
     return fake_open
 

@@ -4,7 +4,6 @@ never a half-written file, never invalid JSON."""
 from __future__ import annotations
 
 import csv
-import errno
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cncnn_cli.cli.main import main
 from cncnn_cli.errors import CheckpointError
 from cncnn_cli.weights.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from tests.helpers.datasets import random_pngs
+from tests.helpers.faults import FullDisk
 
 
 def _one_error_line(err: str, *expected: str) -> None:
@@ -25,31 +25,6 @@ def _one_error_line(err: str, *expected: str) -> None:
     assert len(lines) == 1, err
     for text in expected:
         assert text in lines[0], lines[0]
-
-
-class _FullDisk:
-    """A text file that takes ``budget`` characters, then writes half of the next chunk and fails as
-    a full disk does."""
-
-    def __init__(self, stream, budget: int) -> None:
-        self.stream, self.budget = stream, budget
-
-    def write(self, text: str) -> int:
-        if len(text) > self.budget:
-            self.stream.write(text[: len(text) // 2])
-            self.stream.flush()
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.budget -= len(text)
-        return self.stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stream.close()
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
@@ -61,7 +36,7 @@ def test_a_full_disk_leaves_the_earlier_out_file_intact_and_no_part_file(tmp_pat
     out.write_text("earlier results\n")
 
     def full_disk_open(*args, **kwargs):
-        return _FullDisk(open(*args, **kwargs), budget=300)
+        return FullDisk(open(*args, **kwargs), budget=300)
 
     monkeypatch.setattr(predict_module, "open", full_disk_open, raising=False)
     code = main(["predict", str(tmp_path / "photos"), "--checkpoint", str(cncnn_checkpoint), "--out", str(out),
@@ -77,7 +52,7 @@ def test_a_full_disk_without_an_earlier_file_says_nothing_was_written(tmp_path, 
                                                                       monkeypatch):
     image = random_pngs(tmp_path / "photos", 1)[0]
     out = tmp_path / "p.jsonl"
-    monkeypatch.setattr(predict_module, "open", lambda *a, **k: _FullDisk(open(*a, **k), budget=0), raising=False)
+    monkeypatch.setattr(predict_module, "open", lambda *a, **k: FullDisk(open(*a, **k), budget=0), raising=False)
     assert main(["predict", str(image), "--checkpoint", str(cncnn_checkpoint), "--out", str(out)]) == 1
     _one_error_line(capsys.readouterr().err, "No space left on device", "nothing was written")
     assert not list(tmp_path.glob("p.jsonl*"))
