@@ -21,7 +21,8 @@ if [ -n "${OUT:-}" ]; then
     trap 'cp docs/benchmarks/gpu*.json docs/benchmarks/gpu_check.log "$OUT"/ 2>/dev/null || true' EXIT
 fi
 site="${TMPDIR:-/tmp}/cncnn-gpu-site"
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl
+# --upgrade: a warm machine keeps the folder from the previous call, which pip would otherwise leave as it is
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$wheels"/*.whl
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e .
 export PYTHONUNBUFFERED=1

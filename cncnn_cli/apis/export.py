@@ -207,9 +207,11 @@ def write_pt2(graph: ExportGraph, path: Path, size: tuple[int, int], batch: int 
         raise CncnnError(f"torch.export failed ({type(exc).__name__}: {first_line(exc)})", exit_code=1) from None
     # Into memory first: torch's zip writer, writing to a file that fails (a full disk), throws from
     # a C++ destructor and aborts the process. A buffer cannot fail; the file write then can, cleanly.
+    # getvalue(), not getbuffer(): a memoryview of a BytesIO caught in the traceback of a failed write
+    # crashes the garbage collector of CPython 3.12.0-3.12.1 (python/cpython#111049).
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
-    write_bytes(path, buffer.getbuffer())
+    write_bytes(path, buffer.getvalue())
 
 
 def write_bytes(path: Path, data: bytes | memoryview) -> None:

@@ -34,6 +34,15 @@ CHUNK = 1 << 20
 #: Seconds without a byte before a connection counts as dropped (the .part file is kept).
 TIMEOUT_S = 60
 SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Why tarfile's ``data`` filter refused a member, in the user's terms (its own text names the
+#: temporary folder extraction goes into, not the root the user chose).
+UNSAFE_MEMBER = {
+    tarfile.AbsolutePathError: "has an absolute path",
+    tarfile.OutsideDestinationError: "would land outside {root}",
+    tarfile.SpecialFileError: "is a device or FIFO, not a file",
+    tarfile.AbsoluteLinkError: "is a link to an absolute path",
+    tarfile.LinkOutsideDestinationError: "is a link pointing outside {root}",
+}
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,12 @@ def extract(archive: Path, root: Path) -> list[Path]:
     """
     tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extracting", dir=root))
     try:
-        with tarfile.open(archive) as tar:
+        try:
+            tar = tarfile.open(archive)
+        except tarfile.ReadError:
+            raise CncnnError(f"{archive}: not a tar archive (.tar, .tgz, .tar.gz, .tar.bz2 or .tar.xz); pass the "
+                             f"dataset's published archive; nothing was extracted") from None
+        with tar:
             tar.extractall(tmp, filter="data")
         entries = sorted(tmp.iterdir())
         taken = [root / entry.name for entry in entries if os.path.lexists(root / entry.name)]
@@ -184,7 +198,8 @@ def extract(archive: Path, root: Path) -> list[Path]:
             entry.rename(root / entry.name)
         return [root / entry.name for entry in entries]
     except tarfile.FilterError as exc:
-        raise CncnnError(f"{archive}: refused to extract, a member would land outside {root} ({exc}); "
+        why = UNSAFE_MEMBER.get(type(exc), "is unsafe to extract").format(root=root)
+        raise CncnnError(f"{archive}: refused to extract, its member {exc.tarinfo.name!r} {why}; "
                          f"nothing was extracted") from None
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise CncnnError(f"cannot extract {archive}: {exc}; nothing was extracted", exit_code=1) from None

@@ -199,10 +199,21 @@ def test_members_escaping_the_root_are_refused(tmp_path, server, member, capsys)
         evil = _tgz([(info, None)])
     server.files[f"/{NAME}"] = evil
     assert _download(tmp_path / "data", "--from", server.url(f"/{NAME}"), "--sha256", _sum(evil)) == 2
-    err = capsys.readouterr().err
-    assert "refused to extract" in err and "outside" in err
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and f"refused to extract, its member {info.name!r} " in error
+    assert f"outside {tmp_path / 'data'};" in error and ".extracting" not in error  # the user's root, not the temporary one
     assert not (tmp_path / "escaped.txt").exists()
     assert [p.name for p in (tmp_path / "data").iterdir()] == [NAME]  # no folder, no temporary folder
+
+
+def test_a_file_that_is_not_a_tar_archive_is_bad_input_in_one_line(tmp_path, server, capsys):
+    local = tmp_path / NAME
+    local.write_bytes(b"<html>a mirror's error page</html>")
+    assert _download(tmp_path / "data", "--from", str(local), "--sha256", _sum(local.read_bytes())) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1] == (f"error: {local}: not a tar archive (.tar, .tgz, .tar.gz, .tar.bz2 or .tar.xz); "
+                                    "pass the dataset's published archive; nothing was extracted")
+    assert [p.name for p in (tmp_path / "data").iterdir()] == []
 
 
 def test_from_a_local_file_is_verified_and_used_in_place(tmp_path, published, server, cub_tgz, capsys):
