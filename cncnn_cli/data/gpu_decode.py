@@ -193,6 +193,8 @@ class EncodedBatch:
             return []
         try:
             return list(_decode(raw, device))
+        except torch.cuda.OutOfMemoryError:
+            raise  # the batch is too large for the GPU, not a bad image: say so, do not drop images
         except RuntimeError:
             return [self._decode_one(data, device, index) for data, index in zip(raw, indices)]
 
@@ -200,6 +202,8 @@ class EncodedBatch:
         for where in dict.fromkeys((torch.device(device), torch.device("cpu"))):
             try:
                 return _decode([data], where)[0].to(device)
+            except torch.cuda.OutOfMemoryError:
+                raise
             except RuntimeError as exc:
                 failure = exc
         warnings.warn(f"dropping {self.paths[index]}: it failed to decode ({str(failure).splitlines()[0]})",

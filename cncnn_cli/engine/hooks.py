@@ -124,11 +124,14 @@ class WorkDirHook(Hook):
 
         A non-finite loss keeps the sum non-finite, so checking at every read-back (every
         ``interval`` iterations, and before anything is saved) catches it without a sync per step.
+        Under DDP the ranks agree on it (every rank reads back at the same iterations): a rank
+        that stopped alone would leave the others waiting in the next gradient all-reduce.
         """
         value = float(self._epoch_loss)
-        if not math.isfinite(value):
+        if not _finite_on_every_rank(value):
+            where = value if not math.isfinite(value) else "non-finite on another process"
             raise NonFiniteLoss(
-                f"the loss became {value} at epoch {runner.epoch + 1}, within iterations {self._checked_iters + 1}–"
+                f"the loss became {where} at epoch {runner.epoch + 1}, within iterations {self._checked_iters + 1}–"
                 f"{self._epoch_iters}; stopped without saving, so {self.work_dir}/last.safetensors and {STATE_FILE} "
                 f"hold the last good epoch. Lower the learning rate (--lr) or try without --amp.", exit_code=1)
         self._checked_iters = self._epoch_iters
@@ -321,6 +324,16 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
                 runner.message_hub.update_scalar(f"train/{key}", next(numbers) if isinstance(value, torch.Tensor)
                                                  else value)
         self._pending = []
+
+
+def _finite_on_every_rank(value: float) -> bool:
+    """Whether ``value`` is finite here and, under DDP, on every other rank too."""
+    bad = not math.isfinite(value)
+    if is_distributed():
+        flag = torch.tensor([float(bad)], device=_dist_device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        bad = bool(flag.item())
+    return not bad
 
 
 def _dist_device() -> torch.device:

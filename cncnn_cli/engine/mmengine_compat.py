@@ -11,12 +11,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import mmengine.device.utils
 import torch
 from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 
 VERIFIED_MMENGINE = "0.10.7"
+
+
+def place_mmengine_on(device: torch.device) -> None:
+    """Make ``device`` the one mmengine puts the model on (``Runner.wrap_model``), resumes onto and
+    autocasts for.
+
+    mmengine fixes its device when it is imported: CUDA whenever a GPU is visible. A run with
+    ``--device cpu`` on a GPU machine would otherwise train on the GPU (and ``CUDA_VISIBLE_DEVICES``
+    set afterwards changes nothing: CUDA has already counted its devices by then).
+    """
+    mmengine.device.utils.DEVICE = device.type
 
 
 def mmengine_loggers() -> list[logging.Logger]:
@@ -59,12 +71,16 @@ def load_local_weights_only(filename: str, map_location=None) -> Any:
     """mmengine's local-file checkpoint loader, weights-only: a state file can never run code.
 
     mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; this replaces its scheme for
-    local paths (``CheckpointLoader.register_scheme(prefixes='', force=True)``).
+    local paths (``CheckpointLoader.register_scheme(prefixes='', force=True)``). Everything
+    loads onto the CPU, whatever ``map_location`` says: ``Runner.resume`` asks for the run's
+    device, but the RNG states in a training state must be CPU tensors (``torch.set_rng_state``
+    refuses CUDA ones), and ``load_state_dict`` copies weights and optimizer state to where the
+    model's parameters are anyway.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f"{filename} can not be found.")
-    return torch.load(filename, map_location=map_location, weights_only=True)
+    return torch.load(filename, map_location="cpu", weights_only=True)
 
 
 CheckpointLoader.register_scheme(prefixes="", force=True)(load_local_weights_only)

@@ -20,7 +20,7 @@ from cncnn_cli.data import gpu_decode
 from cncnn_cli.weights.checkpoint import Checkpoint
 from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.engine import amp
-from cncnn_cli.engine.mmengine_compat import mmengine_loggers, no_config_dump
+from cncnn_cli.engine.mmengine_compat import mmengine_loggers, no_config_dump, place_mmengine_on
 from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr, plan_batch
 from cncnn_cli.engine.sampling import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
 from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook  # also registers DeferredRuntimeInfoHook
@@ -76,9 +76,8 @@ def check_state_file(path: Path) -> None:
 
 
 def _setup_device(name: str, distributed: bool) -> torch.device:
-    if name == "cpu" and not torch.cuda.is_initialized():
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # mmengine places models on CUDA whenever it sees one
-    device = resolve_device(name if name != "cpu" else "cpu")
+    device = resolve_device(name)
+    place_mmengine_on(device)
     if device.type == "cuda":
         index = int(os.environ.get("LOCAL_RANK", device.index or 0)) if distributed else (device.index or 0)
         torch.cuda.set_device(index)

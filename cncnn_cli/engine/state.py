@@ -52,15 +52,19 @@ def rng_state() -> dict:
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # the run's GPU only: a resume may see fewer GPUs
     return state
 
 
 def restore_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore :func:`rng_state`'s states; the CUDA one onto the current GPU (each rank's own, under DDP)."""
+    torch.set_rng_state(state["torch"].cpu())
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        saved = state["cuda"]
+        if isinstance(saved, (list, tuple)):  # earlier builds saved every visible GPU's state
+            saved = saved[0]
+        torch.cuda.set_rng_state(saved.cpu())

@@ -1,9 +1,11 @@
 """SyncBatchNorm under DDP that keeps what each BatchNorm layer computes.
 
 mmengine's (and torch's) ``convert_sync_batchnorm`` turns every BatchNorm subclass into a
-plain ``torch.nn.SyncBatchNorm``, losing a subclass's own ``forward`` signature and
-running-statistics rule. Here a layer with a ``to_sync_batchnorm()`` method supplies its own
-synchronized form; any other BatchNorm gets torch's.
+plain ``torch.nn.SyncBatchNorm``, losing a subclass's own ``forward`` and running-statistics
+rule, silently. Here a layer with a ``to_sync_batchnorm()`` method supplies its own
+synchronized form; timm's ``BatchNormAct2d`` (BatchNorm, activation and drop in one layer, in
+most timm trunks) becomes timm's ``SyncBatchNormAct``; a plain BatchNorm gets torch's; any
+other subclass with its own ``forward`` is an error rather than a different network.
 """
 from __future__ import annotations
 
@@ -22,12 +24,32 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """``module`` with every BatchNorm layer replaced by its synchronized form (parameters shared)."""
     if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm):
         own = getattr(module, "to_sync_batchnorm", None)
-        return own() if own is not None else nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if own is not None:
+            return own()
+        if _is_timm_norm_act(module):
+            from timm.layers import convert_sync_batchnorm as timm_convert
+
+            return timm_convert(module)
+        kind = type(module)
+        if kind.forward is not _BatchNorm.forward:
+            raise CncnnError(f"--sync-bn cannot convert {kind.__module__}.{kind.__qualname__}: it computes more than "
+                             f"a BatchNorm (its own forward), which torch's SyncBatchNorm would drop; give it a "
+                             f"to_sync_batchnorm() method returning its synchronized form, or drop --sync-bn")
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         converted = convert_sync_batchnorm(child)
         if converted is not child:
             setattr(module, name, converted)
     return module
+
+
+def _is_timm_norm_act(module: nn.Module) -> bool:
+    """Whether ``module`` is timm's ``BatchNormAct2d`` (or a subclass), without importing timm for others."""
+    if not any(kind.__module__.startswith("timm.") for kind in type(module).__mro__):
+        return False
+    from timm.layers import BatchNormAct2d
+
+    return isinstance(module, BatchNormAct2d)
 
 
 def sync_bn_applies(cfg: Config) -> bool:

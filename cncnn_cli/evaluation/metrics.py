@@ -47,6 +47,12 @@ class AccuracyMetric(BaseMetric):
 
     default_prefix = ""
 
+    def __init__(self, prefix: str | None = None) -> None:
+        # Under DDP the ranks' results are gathered in memory (all_gather_object), on NCCL and gloo
+        # alike. mmengine's default, "cpu", passes them through pickle files in ./.dist_test/ of the
+        # current folder: left behind in the user's folder, and wrong on nodes that do not share it.
+        super().__init__(collect_device="gpu", prefix=prefix)
+
     def process(self, data_batch, data_samples) -> None:
         """Keep each image's logits on the host, copied there in one transfer per batch.
 

@@ -242,6 +242,7 @@ def test_two_process_gloo_run_finishes(tmp_path):
     assert (metrics["batch"]["processes"], metrics["batch"]["accumulate"], metrics["batch"]["effective"]) == (2, 2, 16)
     assert metrics["best"]["num_images"] == 10 and metrics["test_at_best_val"]["num_images"] == 20  # gathered
     read_checkpoint(tmp_path / "ddp" / "best.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # results gathered in memory: no .dist_test/
 
 
 def test_two_process_run_with_a_batch_left_with_one_readable_image(tmp_path):

@@ -1,6 +1,8 @@
 """Device-side JPEG decoding (``data.gpu_decode``) on CPU: the normal loader's pixels, exactly, in training too."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from PIL import Image
@@ -129,6 +131,27 @@ def test_a_failed_batch_decode_falls_back_per_image_and_drops_only_what_never_de
     monkeypatch.setattr(gpu_decode, "_decode", lambda raw, device: (_ for _ in ()).throw(RuntimeError("bad")))
     with pytest.warns(UndecodableImageWarning), pytest.raises(CncnnError, match="none of the 3 images"):
         batch["inputs"].decode("cpu", keep_size=True)
+
+
+@pytest.mark.parametrize("failing", ["batch", "single"])
+def test_running_out_of_gpu_memory_is_reported_not_taken_for_bad_images(failing, tmp_path, monkeypatch):
+    """An out-of-memory error is the batch's size, not its images: no per-image retries, nothing dropped."""
+    dataset = _imagefolder(tmp_path, train=False, count=2)
+    _, batch = _both(dataset, False, range(len(dataset)))
+    calls = []
+
+    def out_of_memory(raw, device):
+        calls.append(len(raw))
+        if failing == "batch" or len(raw) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise RuntimeError("nvjpeg: batch failed")
+
+    monkeypatch.setattr(gpu_decode, "_decode", out_of_memory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndecodableImageWarning)
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            batch["inputs"].decode("cpu")
+    assert calls == ([2] if failing == "batch" else [2, 1])
 
 
 def test_the_preprocessor_normalizes_a_decoded_batch_as_a_stacked_one(tmp_path):

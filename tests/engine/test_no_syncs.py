@@ -111,6 +111,28 @@ def test_ddp_ranks_agree_to_stop_only_every_interval_steps(tmp_path, monkeypatch
     assert agreed == [False, False, False, True] * 2 and len(reduces) == 2
 
 
+@pytest.mark.parametrize("other_rank", [False, True])
+def test_ddp_ranks_stop_together_when_any_rank_loss_is_not_finite(other_rank, tmp_path, counted, monkeypatch):
+    """A rank that stopped alone would leave the others waiting in their next gradient all-reduce."""
+    import cncnn_cli.engine.hooks as hooks
+
+    def all_reduce(tensor, op=None):  # another rank's NaN, as the MAX over ranks brings it here
+        tensor.fill_(max(float(tensor), float(other_rank)))
+
+    monkeypatch.setattr(hooks, "is_distributed", lambda: True)
+    monkeypatch.setattr(hooks, "_dist_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(hooks.dist, "all_reduce", all_reduce)
+    runner, hook = _runner(6), _work_dir_hook(tmp_path, interval=3)
+    hook.before_train_epoch(runner)
+    losses = [counted(1.0)] * 3  # this rank's own loss stays finite
+    if not other_rank:
+        _loop(hook, runner, losses, [])
+        assert hook._epoch_loss_value(runner) == 3.0
+        return
+    with pytest.raises(NonFiniteLoss, match="became non-finite on another process at epoch 1, within iterations 1–3"):
+        _loop(hook, runner, losses, [])  # stops at the read-back after iteration 3, with the other rank
+
+
 def _predictions(batch: int, classes: int = 7) -> list[dict]:
     """Predict-mode outputs as the model gives them: one dict per image, views into batch tensors."""
     ensemble = torch.randn(batch, classes, dtype=torch.bfloat16)

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cncnn_cli.engine.sync_bn import convert_sync_batchnorm
+from cncnn_cli.errors import CncnnError
 from cncnn_cli.cli.main import main
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.models.variants import VARIANTS, variant_model
@@ -50,6 +51,27 @@ def test_converted_model_trains_like_the_unconverted_one(variant):
     with torch.no_grad():
         torch.testing.assert_close(synced(images)["logits"],
                                    plain(images)["logits"])
+
+
+def test_timm_batchnorm_act_keeps_its_activation_when_synchronized():
+    """timm trunks fuse BatchNorm and activation in one layer; torch's converter would drop the activation."""
+    layers = pytest.importorskip("timm.layers")
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), layers.BatchNormAct2d(4, act_layer=nn.ReLU)).eval()
+    synced = convert_sync_batchnorm(copy.deepcopy(plain)).eval()
+    assert isinstance(synced[1], layers.SyncBatchNormAct)
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert (plain(images) == 0).any()  # the ReLU is there to keep
+        torch.testing.assert_close(synced(images), plain(images))
+
+
+def test_a_batchnorm_with_its_own_forward_is_refused_not_changed():
+    class ScaledNorm(nn.BatchNorm2d):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    with pytest.raises(CncnnError, match=r"^--sync-bn cannot convert .*ScaledNorm: it computes more than a BatchNorm"):
+        convert_sync_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), ScaledNorm(4)))
 
 
 def test_sync_bn_on_several_cpu_processes_stops_before_the_work_dir(tmp_path, monkeypatch, capsys):
