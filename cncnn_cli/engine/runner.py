@@ -79,10 +79,20 @@ def _setup_device(name: str, distributed: bool) -> torch.device:
     device = resolve_device(name)
     place_mmengine_on(device)
     if device.type == "cuda":
-        index = int(os.environ.get("LOCAL_RANK", device.index or 0)) if distributed else (device.index or 0)
+        index = _local_gpu() if distributed else (device.index or 0)
         torch.cuda.set_device(index)
         torch.backends.cudnn.benchmark = True
     return device
+
+
+def _local_gpu() -> int:
+    """This process's GPU under DDP: its ``LOCAL_RANK``, which must name a GPU this process sees."""
+    local, visible = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if local >= visible:
+        raise CncnnError(f"this is process {local} of its node (LOCAL_RANK) but it sees {visible} GPU(s): start at "
+                         f"most {visible} processes per node (torchrun --nproc_per_node); under Slurm ask for "
+                         f"--gpus-per-node, not --gpus-per-task, so that every task sees its node's GPUs")
+    return local
 
 
 def _init_distributed(device: torch.device) -> None:

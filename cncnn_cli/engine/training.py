@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shlex
 import shutil
 import sys
@@ -102,8 +103,8 @@ def _train_in(cfg: Config, run_dir: Path, resume: str | None, resume_command: li
             say(f"interrupted: saved {run_dir}/{STATE_FILE} and last.safetensors. Resume with:\n"
                 f"  cncnn {shlex.join(resume_command)}")
         return exc.exit_code
-    except torch.cuda.OutOfMemoryError:
-        raise CncnnError(out_of_memory_message(cfg, run_dir), exit_code=1) from None
+    except torch.cuda.OutOfMemoryError as exc:
+        raise CncnnError(out_of_memory_message(cfg, run_dir, str(exc)), exit_code=1) from None
     finally:
         stop.uninstall()
     if is_main_process():
@@ -115,22 +116,28 @@ def work_dir_hook(runner) -> WorkDirHook:
     return next(hook for hook in runner.hooks if isinstance(hook, WorkDirHook))
 
 
-def out_of_memory_message(cfg: Config, run_dir: Path) -> str:
-    """One message for a CUDA out-of-memory error: the batch, the peak, and flags that fit."""
+def out_of_memory_message(cfg: Config, run_dir: Path, error: str = "") -> str:
+    """One message for a CUDA out-of-memory error: the batch, the memory, and flags that fit.
+
+    The peak is mmengine's since its last log line (its log processor resets it each time); the
+    request that failed comes from torch's own message (``Tried to allocate 2.00 GiB``).
+    """
     plan = plan_batch(cfg)
+    requested = re.search(r"Tried to allocate ([\d.]+ [KMGT]?i?B)", error)
+    wanted = f", {requested.group(1)} more requested" if requested else ""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         device = torch.cuda.current_device()
         total = torch.cuda.get_device_properties(device).total_memory
-        peak = (f"peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB allocated of "
+        peak = (f"peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB allocated{wanted}, of "
                 f"{total / 2**30:.1f} GiB on {torch.cuda.get_device_name(device)}")
     else:
-        peak = "peak memory unknown"
+        peak = f"peak memory unknown{wanted}"
     fits = [f"--batch-size {batch} --accumulate {accumulate}" for batch, accumulate in smaller_batches(plan)]
     advice = (f"keep the effective batch of {plan.effective} with {' or '.join(fits)}"
               if fits else "lower --image-size")
     kept = (f"{run_dir}/last.safetensors and {STATE_FILE} hold the last finished epoch; add --resume to those "
             f"flags to go on from there" if (run_dir / STATE_FILE).is_file()
-            else "no epoch had finished, so nothing was saved")
+            else "No epoch had finished, so nothing was saved")
     amp = "" if cfg.amp else "; --amp also roughly halves activation memory"
     return (f"out of GPU memory at --batch-size {plan.per_device} per device ({peak}). To fit, {advice}{amp}. "
             f"{kept}.")
