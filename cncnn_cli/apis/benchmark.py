@@ -7,8 +7,10 @@ What is measured (docs/benchmarks.md repeats it):
   sum of the ``loss_*`` terms and an SGD step (momentum 0.9). ``warmup`` untimed steps,
   then the median wall time of ``steps`` steps.
 - **infer**: the same images, eval mode under ``torch.inference_mode``, forward only.
-- **peak memory**: on CUDA ``torch.cuda.max_memory_allocated`` over the training steps
-  (weights, gradients, optimizer state, activations). On CPU the growth of the resident
+- **peak memory**: on CUDA ``torch.cuda.max_memory_allocated`` over the timed training steps
+  (weights, gradients, optimizer state, activations), reset after the warm-up, whose
+  ``cudnn.benchmark`` algorithm trials and compilation are not training's steady state. On CPU
+  the growth of the resident
   set over the training steps: the kernel's peak-RSS mark is reset just before them
   (``/proc/self/clear_refs``) and read after (``ru_maxrss``), minus the RSS before.
   Where the mark cannot be reset, the growth of ``ru_maxrss`` is reported instead, which
@@ -142,7 +144,7 @@ def run_benchmark(variant: str = "full", image_size: int = 448, batch_size: int 
             scaler.update()
 
     with _peak_memory(dev) as memory:
-        train_s = _time(train_step, dev, steps, warmup, "training steps", show_progress)
+        train_s = _time(train_step, dev, steps, warmup, "training steps", show_progress, memory["after_warmup"])
     log(f"train step {train_s:.3f} s, peak memory {memory['mb']:.0f} MB ({memory['method']})")
 
     model.eval()
@@ -255,13 +257,15 @@ def _autocast(device: torch.device, precision: str) -> Callable[[], contextlib.A
 
 
 def _time(step: Callable[[], None], device: torch.device, steps: int, warmup: int, name: str,
-          show_progress: bool) -> float:
-    """Median wall time of ``steps`` calls after ``warmup`` untimed ones."""
+          show_progress: bool, after_warmup: Callable[[], None] = lambda: None) -> float:
+    """Median wall time of ``steps`` calls after ``warmup`` untimed ones (then ``after_warmup()``)."""
     times = []
     with progress(name, total=warmup + steps, unit="steps", enabled=show_progress) as bar:
         for _ in range(warmup):
             step()
             bar.advance()
+        _sync(device)
+        after_warmup()
         for _ in range(steps):
             _sync(device)
             start = time.perf_counter()
@@ -279,10 +283,16 @@ def _sync(device: torch.device) -> None:
 
 @contextlib.contextmanager
 def _peak_memory(device: torch.device):
-    """Yields a dict filled on exit with ``mb`` (peak memory in MiB) and the ``method`` used."""
-    result: dict = {}
+    """Yields a dict filled on exit with ``mb`` (peak memory in MiB) and the ``method`` used.
+
+    Its ``after_warmup`` is called between warm-up and timed steps: on CUDA it resets the peak
+    (the allocator's peak over steady steps is what training needs); on CPU it does nothing,
+    since there the growth of the resident set is the measure, and the first steps are where it grows.
+    """
+    result: dict = {"after_warmup": lambda: None}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        result["after_warmup"] = lambda: torch.cuda.reset_peak_memory_stats(device)
         yield result
         result.update(mb=torch.cuda.max_memory_allocated(device) / 2**20, method="cuda max_memory_allocated")
         return

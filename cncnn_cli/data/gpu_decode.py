@@ -212,6 +212,16 @@ class EncodedBatch:
 
 
 def _decode(raw: list[torch.Tensor], device) -> list[torch.Tensor]:
+    """``decode_jpeg`` of the batch onto ``device``; on CUDA only once the caller's stream has drained.
+
+    nvJPEG's hardware decoder writes its outputs without waiting for the work queued on the
+    stream: memory that the caching allocator has just handed back (still read by the previous
+    step's kernels) can be overwritten, giving wrong numbers elsewhere (pytorch/vision#9606).
+    Waiting for the stream first is the fix; ``decode_jpeg`` waits for it before returning anyway.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec (dataset.decode too)
         warnings.simplefilter("ignore", DeprecationWarning)
         return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from cncnn_cli.cli.main import main
 
@@ -119,3 +120,17 @@ def test_table_goes_to_stdout_and_logs_to_stderr(capsys):
 def test_bad_settings_are_usage_errors(args, message, capsys):
     assert main(["benchmark", *TINY, *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_on_cuda_the_peak_memory_is_reset_after_the_warm_up(monkeypatch):
+    """cudnn.benchmark tries algorithms (and compiling runs) in the warm-up: not training's steady peak."""
+    from cncnn_cli.apis import benchmark
+
+    events = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: events.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**20)
+    monkeypatch.setattr(benchmark, "_sync", lambda device: None)
+    with benchmark._peak_memory(torch.device("cuda")) as memory:
+        benchmark._time(lambda: events.append("step"), torch.device("cuda"), 2, 3, "steps", False,
+                        memory["after_warmup"])
+    assert events == ["reset", "step", "step", "step", "reset", "step", "step"] and memory["mb"] == 3

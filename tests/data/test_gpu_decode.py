@@ -154,6 +154,21 @@ def test_running_out_of_gpu_memory_is_reported_not_taken_for_bad_images(failing,
     assert calls == ([2] if failing == "batch" else [2, 1])
 
 
+def test_on_cuda_the_callers_stream_drains_before_nvjpeg_writes(monkeypatch):
+    """nvJPEG's hardware decoder does not wait for the stream: it could overwrite memory still being read."""
+    events = []
+
+    class Stream:
+        def synchronize(self):
+            events.append("synchronize")
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(gpu_decode, "decode_jpeg", lambda raw, mode, device: events.append(("decode", device)) or [])
+    gpu_decode._decode([torch.zeros(4, dtype=torch.uint8)], "cuda:0")
+    gpu_decode._decode([torch.zeros(4, dtype=torch.uint8)], "cpu")
+    assert events == ["synchronize", ("decode", torch.device("cuda:0")), ("decode", torch.device("cpu"))]
+
+
 def test_the_preprocessor_normalizes_a_decoded_batch_as_a_stacked_one(tmp_path):
     dataset = _imagefolder(tmp_path, train=False, count=2)
     expected, batch = _both(dataset, False, range(len(dataset)))

@@ -51,6 +51,38 @@ def test_missing_triton_is_named_for_cuda(monkeypatch):
         require_toolchain(torch.device("cuda"))
 
 
+def test_a_missing_c_compiler_for_triton_is_named_for_cuda(monkeypatch):
+    """Triton builds a C launcher at its first kernel: without gcc, clang or $CC that fails mid-run."""
+    import torch.utils._triton
+
+    from cncnn_cli.models import compile as compile_module
+
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: True)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(compile_module.shutil, "which", lambda name: None)
+    with pytest.raises(CncnnError, match=r"^--compile on CUDA needs a C compiler: install gcc .* for Triton's launcher"):
+        require_toolchain(torch.device("cuda"))
+    monkeypatch.setenv("CC", "/usr/bin/cc")
+    require_toolchain(torch.device("cuda"))
+
+
+def test_predict_mode_keeps_its_per_image_split_out_of_the_compiled_graph():
+    """Compiling the pipeline, not the mode dispatch: a new batch size does not mean a graph per size."""
+    counts = []
+
+    def counting_backend(graph, example_inputs):
+        counts.append(len(example_inputs))
+        return graph.forward
+
+    torch._dynamo.reset()
+    model = compile_model(build_model(tiny_model_config()).eval(), CPU, backend=counting_backend)
+    with torch.no_grad():
+        for batch in (4, 3, 2, 5):
+            results = model(torch.randn(batch, 3, 64, 64), torch.arange(batch), mode="predict")
+            assert [r["label"] for r in results] == list(range(batch))
+    assert len(counts) <= 2  # the first size, then one graph with a dynamic batch
+
+
 def test_a_backend_failure_at_the_first_call_is_one_line():
     def broken_backend(graph, example_inputs):
         raise RuntimeError("g++: command not found\nmore detail")
