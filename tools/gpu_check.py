@@ -5,7 +5,7 @@
    fp64 reference, in fp32 (TF32 off), bf16 and fp16;
 2. syncs: ``torch.cuda.set_sync_debug_mode("warn")`` over a short real training run, warnings
    counted per training iteration and validation batch (and graph breaks where ``compile`` exists);
-3. the demo trained with ``--amp`` for 2 epochs, once with ``--accumulate 2``;
+3. the demo trained with ``--amp`` for 2 epochs, once with ``--accumulate 2``, and resumed;
 4. a one-process ``torchrun`` (nccl) with ``--sync-bn``;
 5. ``gpu_decode``: nvJPEG's pixels against the CPU loader's, the device's decode images/s, and a
    training epoch on photo-sized JPEGs with ``--gpu-decode``;
@@ -273,13 +273,15 @@ def _summary(work: Path) -> dict:
 
 
 def train_demo(size: Sizes, tmp: Path) -> dict:
+    """The demo with ``--amp``, once with ``--accumulate 2``, and the first run resumed from its state
+    (loading a training state onto the GPU, RNG states included, is a path only CUDA shows)."""
     runs = {}
-    for name, extra in (("amp", []), ("amp_accumulate_2", ["--accumulate", "2"])):
-        work = tmp / name
-        runs[name] = _cli(["-m", "cncnn_cli", "train", "demo", "--work-dir", str(work), "--device", size.device,
+    for name, work, extra in (("amp", "amp", []), ("amp_accumulate_2", "amp_accumulate_2", ["--accumulate", "2"]),
+                              ("amp_resumed", "amp", ["--resume"])):
+        runs[name] = _cli(["-m", "cncnn_cli", "train", "demo", "--work-dir", str(tmp / work), "--device", size.device,
                            "--amp", "--epochs", str(size.epochs), *size.train_flags, *extra], timeout=240)
         if not runs[name]["returncode"]:
-            runs[name].update(_summary(work))
+            runs[name].update(_summary(tmp / work))
     return runs
 
 

@@ -31,6 +31,7 @@ def test_dry_run_passes_every_part_and_writes_rows_of_the_documented_shape(tmp_p
     assert checks["syncs"]["syncs_per_train_iteration"] and checks["syncs"]["syncs_per_val_batch"]
     demo = checks["train_demo"]
     assert demo["amp"]["returncode"] == 0 and demo["amp_accumulate_2"]["batch"]["accumulate"] == 2
+    assert demo["amp_resumed"]["returncode"] == 0 and demo["amp_resumed"]["epochs"] == demo["amp"]["epochs"]
     assert checks["torchrun"]["returncode"] == 0 and checks["torchrun"]["backend"] == "gloo"
     decode = checks["gpu_decode"]
     assert decode["max_abs_diff"] == 0 and decode["kept"] == decode["images"]  # on CPU: the same pixels
