@@ -128,7 +128,7 @@ class WorkDirHook(Hook):
         that stopped alone would leave the others waiting in the next gradient all-reduce.
         """
         value = float(self._epoch_loss)
-        if not _finite_on_every_rank(value):
+        if _on_any_rank(not math.isfinite(value)):
             where = value if not math.isfinite(value) else "non-finite on another process"
             raise NonFiniteLoss(
                 f"the loss became {where} at epoch {runner.epoch + 1}, within iterations {self._checked_iters + 1}–"
@@ -151,9 +151,7 @@ class WorkDirHook(Hook):
         if is_distributed():
             if step % self.interval:
                 return False
-            tensor = torch.tensor([float(flag)], device=_dist_device())
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-            flag = bool(tensor.item())
+            flag = _on_any_rank(flag)
             if flag and self.stop.signum is None:
                 self.stop.signum = 2
         return flag
@@ -326,14 +324,13 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
         self._pending = []
 
 
-def _finite_on_every_rank(value: float) -> bool:
-    """Whether ``value`` is finite here and, under DDP, on every other rank too."""
-    bad = not math.isfinite(value)
-    if is_distributed():
-        flag = torch.tensor([float(bad)], device=_dist_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        bad = bool(flag.item())
-    return not bad
+def _on_any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds here or, under DDP, on any rank (one all-reduce; every rank must call it)."""
+    if not is_distributed():
+        return flag
+    tensor = torch.tensor([float(flag)], device=_dist_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def _dist_device() -> torch.device:
