@@ -20,7 +20,7 @@ from torch import nn
 
 from cncnn_cli.errors import CncnnError, first_line
 from cncnn_cli.registry import BACKBONES
-from cncnn_cli.weights.pretrained import load_state_file
+from cncnn_cli.weights.pretrained import load_state_file, load_url_state
 
 STRIDES = (8, 16, 32)
 INSTALL_HINT = 'timm backbones need the timm package: pip install "cncnn[timm]"'
@@ -117,7 +117,7 @@ def pretrained_state(timm: ModuleType, model: str, pretrained: bool | str) -> di
     if cfg is not None and cfg.hf_hub_id:
         return load_state_file(_hub_file(model, cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors"))
     if cfg is not None and cfg.url:
-        return load_state_file(_url_file(model, cfg.url))
+        return load_url_state(cfg.url, f"timm weights for {model}")
     raise CncnnError(f"timm has no pretrained weights for {model}: give a file (--pretrained PATH) or "
                      f"--no-pretrained. `timm.list_pretrained('{model.partition('.')[0]}.*')` lists its tags.")
 
@@ -140,19 +140,3 @@ def _hub_file(model: str, repo: str, filename: str) -> Path:
             f"or --no-pretrained to train from scratch."
         ) from None
 
-
-def _url_file(model: str, url: str) -> Path:
-    """The few timm weights that are not on the hub: torch.hub's cache, as timm itself uses."""
-    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(url, str(target), progress=False)
-    except Exception as exc:
-        raise CncnnError(
-            f"timm weights for {model} are not cached and could not be downloaded ({type(exc).__name__}). "
-            f"Put the file {url} at {target} (TORCH_HOME moves it), or pass --pretrained PATH, "
-            f"or --no-pretrained to train from scratch."
-        ) from None
-    return target

@@ -64,7 +64,4 @@ def restore_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        saved = state["cuda"]
-        if isinstance(saved, (list, tuple)):  # earlier builds saved every visible GPU's state
-            saved = saved[0]
-        torch.cuda.set_rng_state(saved.cpu())
+        torch.cuda.set_rng_state(state["cuda"].cpu())

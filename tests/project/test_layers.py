@@ -19,8 +19,6 @@ LAYERS = {
     "cncnn_cli.apis": 3,
     "cncnn_cli.cli": 4, "cncnn_cli.__main__": 4,
 }
-#: Deprecated aliases of moved modules sit at the layer of what they re-export.
-ALIASES = {"cncnn_cli.inference": 3, "cncnn_cli.checkpoint": 1, "cncnn_cli.model": 1}
 #: The highest core layer a plugin may import: the base APIs (registry, models, data, weights).
 PLUGIN_CEILING = 1
 
@@ -52,8 +50,6 @@ def _imports(path: Path, module: str) -> set[str]:
 
 
 def _layer(name: str) -> int | None:
-    if name in ALIASES:
-        return ALIASES[name]
     parts = name.split(".")
     for end in range(len(parts), 0, -1):
         if ".".join(parts[:end]) in LAYERS:

@@ -52,20 +52,3 @@ def test_version_flag(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"cncnn {__version__}"
 
-
-def test_the_moved_public_modules_still_import_with_a_deprecation_warning():
-    import importlib
-    import sys
-
-    import pytest
-
-    from cncnn_cli.apis.inference import Predictor
-    from cncnn_cli.models import build_model
-    from cncnn_cli.weights.checkpoint import load_model
-
-    for old, name, new in (("cncnn_cli.inference", "Predictor", Predictor), ("cncnn_cli.model", "build_model", build_model),
-                           ("cncnn_cli.checkpoint", "load_model", load_model)):
-        sys.modules.pop(old, None)
-        with pytest.warns(DeprecationWarning, match=old):
-            module = importlib.import_module(old)
-        assert getattr(module, name) is new

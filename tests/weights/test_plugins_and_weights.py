@@ -82,7 +82,8 @@ def test_pretrained_weights_from_torchvisions_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pretrained, "get_dir", lambda: str(tmp_path))
     reference = torchvision.models.resnet18(weights=None)
-    cached, _ = pretrained.cache_path_for("resnet18", "IMAGENET1K_V1")
+    url = pretrained.weights_url("resnet18", "IMAGENET1K_V1")
+    cached = tmp_path / "checkpoints" / url.rpartition("/")[2]
     cached.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), cached)
     backbone = ResNetBackbone("resnet18", pretrained="IMAGENET1K_V1")
@@ -126,3 +127,21 @@ def test_info_and_help_of_every_command(capsys):
                     ["benchmark"], ["recipes"], ["plugins"], ["info"], ["data", "check"]):
         assert main([*command, "--help"]) == 0
         assert "Example" in capsys.readouterr().out, command
+
+
+def test_url_weights_come_from_torch_hubs_cache_and_never_unpickle(tmp_path, monkeypatch):
+    """torchvision's and timm's URL weights share one path: a cached file loads offline, weights-only."""
+    import cncnn_cli.weights.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "get_dir", lambda: str(tmp_path))
+    url = "https://example.invalid/weights/tiny-0123abcd.pth"
+    cached = tmp_path / "checkpoints" / "tiny-0123abcd.pth"
+    cached.parent.mkdir()
+    torch.save({"state_dict": {"module.w": torch.ones(2)}}, cached)
+    assert list(pretrained.load_url_state(url, "tiny weights")) == ["w"]
+    torch.save({"w": torch.ones(2), "code": object()}, cached)  # a pickled object: refused, never run
+    with pytest.raises(CncnnError, match="tiny-0123abcd.pth: refused"):
+        pretrained.load_url_state(url, "tiny weights")
+    cached.unlink()
+    with pytest.raises(CncnnError, match=r"tiny weights are not cached .*--no-pretrained"):
+        pretrained.load_url_state(url, "tiny weights")
