@@ -8,7 +8,7 @@ def first_line(exc: BaseException) -> str:
 
 
 class CncnnError(Exception):
-    """A failure the user can act on. ``exit_code`` follows DESIGN.md: 2 bad input, 1 run failed."""
+    """A failure the user can act on. ``exit_code`` follows docs/cli.md: 2 bad input, 1 run failed."""
 
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)

@@ -3,11 +3,11 @@
 ``convlstm`` is the paper's HL pathway; ``sum`` is the FPN-style add of Table 2's "HL".
 Both take (S3, S4, S5) and return (F3, F4, F5), all C×H3×W3 (S3's size).
 
-Each part states MODEL.md's formula first, then the exact rewrite it runs by default. The
+Each part states docs/model.md's formula first, then the exact rewrite it runs by default. The
 laterals are computed at the native size and upsampled last. :meth:`ConvLSTM.plain_step` is
-the ConvLSTM's formula (``fast=False`` runs it). Two exact fast paths give its numbers, chosen
-by ``impl``: ``phase`` (:meth:`ConvLSTM.fast_step`, the kernels of :mod:`cncnn_cli.models.ops`)
-and ``conv`` (:meth:`ConvLSTM.conv_step`, library convolutions); ``auto`` picks per device.
+the ConvLSTM's formula (``impl='plain'`` runs it). Two exact fast paths give its numbers,
+``impl='phase'`` (:meth:`ConvLSTM.fast_step`, the kernels of :mod:`cncnn_cli.models.ops`)
+and ``impl='conv'`` (:meth:`ConvLSTM.conv_step`, library convolutions); ``auto`` picks one per device.
 tests/models/test_speedups.py and tests/models/test_convlstm_paper_first.py check the rewrites
 against the formula, values and gradients.
 """
@@ -28,12 +28,13 @@ from cncnn_plugins.init import init_new_layers
 
 Maps = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
-#: The ConvLSTM's exact fast paths (``impl``); ``auto`` picks one per device (:func:`resolve_impl`).
-IMPLS = ("auto", "phase", "conv")
+#: The ConvLSTM's formulations (``impl``): the formula as written, two exact fast paths, and ``auto``,
+#: which picks a fast path per device (:func:`resolve_impl`).
+IMPLS = ("plain", "phase", "conv", "auto")
 
 
 def resolve_impl(impl: str, device: torch.device, compiling: bool = False) -> str:
-    """The fast path ``impl`` runs on ``device``: ``auto`` is ``conv`` on CUDA and under torch.compile, else ``phase``.
+    """The formulation ``impl`` runs on ``device``: ``auto`` is ``conv`` on CUDA and under torch.compile, else ``phase``.
 
     By device type, not by timing, so that a run is deterministic and the choice is known
     before the first batch. ``phase`` (hand im2col + one GEMM of the upsampled phases) wins on
@@ -127,7 +128,7 @@ class FeaturePyramidAttention(nn.Module):
 class Laterals(nn.Module):
     """P5 = FPA(S5), P4 = conv1×1(S4), P3 = conv1×1(S3), all C channels at S3's size.
 
-    Exact speed-up (MODEL.md): 1×1 convs, BatchNorm and ReLU commute with nearest
+    Exact speed-up (docs/model.md, 'Laterals'): 1×1 convs, BatchNorm and ReLU commute with nearest
     upsampling by an integer factor — every pixel is copied equally often, so even
     batch statistics are unchanged — so P5 and P4 are computed at their native size
     (:meth:`native`) and upsampled last (16× and 4× less work). Image sizes are
@@ -154,7 +155,7 @@ class Laterals(nn.Module):
 
 
 class ConvLSTM(nn.Module):
-    """One ConvLSTM layer (MODEL.md): hidden C, a k×k convolution (3×3), padding k//2, bias.
+    """One ConvLSTM layer (docs/model.md, 'ConvLSTM'): hidden C, a k×k convolution (3×3), padding k//2, bias.
 
     For inputs x₁, x₂, x₃ (P5, P4, P3 of one image), each nearest-upsampled to ``size``,
     from the zero state h₀ = c₀ = 0::
@@ -164,32 +165,27 @@ class ConvLSTM(nn.Module):
         hₜ = σ(o)·tanh(cₜ)
 
     ``forward(sequence, size)`` returns [h₁, h₂, h₃] (F5, F4, F3); ``size`` defaults to the
-    last input's. ``fast=False`` runs :meth:`plain_step`, the formula in plain torch ops, for
-    readers. ``fast=True`` (the default) runs an exact fast path, the same numbers without
-    zero-state work, chosen by ``impl`` (:data:`IMPLS`, :func:`resolve_impl`): ``phase`` is
+    last input's. ``impl`` (:data:`IMPLS`, :func:`resolve_impl`) chooses the formulation:
+    ``plain`` runs :meth:`plain_step`, the formula in plain torch ops, for readers; the others
+    run an exact fast path, the same numbers without zero-state work: ``phase`` is
     :meth:`fast_step` (no upsampled inputs), ``conv`` is :meth:`conv_step` (library
-    convolutions only). ``checkpoint=True`` recomputes each step in backward instead of
+    convolutions only), ``auto`` (the default) one of the two per device. ``checkpoint=True`` recomputes each step in backward instead of
     keeping its activations, so at most one step's activations are alive.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, checkpoint: bool = False, fast: bool = True,
-                 impl: str = "auto") -> None:
+    def __init__(self, channels: int, kernel_size: int = 3, checkpoint: bool = False, impl: str = "auto") -> None:
         super().__init__()
         if impl not in IMPLS:
             raise CncnnError(f"fusion impl {impl!r}: expected one of {', '.join(IMPLS)}")
-        if not fast and impl != "auto":
-            raise CncnnError(f"fusion fast=False runs the plain formula; impl={impl!r} chooses among the fast "
-                             f"paths: give one of the two")
         self.channels = channels
         self.padding = kernel_size // 2
         self.checkpoint = checkpoint
-        self.fast = fast
         self.impl = impl
         self.conv = nn.Conv2d(2 * channels, 4 * channels, kernel_size, padding=self.padding, bias=True)
 
     def impl_on(self, device: torch.device, compiling: bool = False) -> str:
-        """What runs on ``device``: ``plain`` (``fast=False``), ``phase`` or ``conv``."""
-        return resolve_impl(self.impl, device, compiling) if self.fast else "plain"
+        """What runs on ``device``: ``plain``, ``phase`` or ``conv``."""
+        return resolve_impl(self.impl, device, compiling)
 
     def forward(self, sequence: list[torch.Tensor], size: tuple[int, int] | None = None) -> list[torch.Tensor]:
         size = tuple(size or sequence[-1].shape[-2:])
@@ -286,20 +282,20 @@ class ConvLSTMFusion(nn.Module):
 
     ``checkpoint=True`` recomputes the ConvLSTM's steps in backward instead of keeping
     their activations (less memory for one more ConvLSTM forward per training step).
-    ``fast=False`` runs the ConvLSTM by its plain formula (:meth:`ConvLSTM.plain_step`);
-    the laterals stay computed at the native size (exact too). ``impl`` chooses the exact
-    fast path (``auto``, ``phase``, ``conv``: :func:`resolve_impl`); configs and checkpoints
-    without it get ``auto``. It changes no parameter: weights load across impls.
+    ``impl`` chooses the ConvLSTM's formulation (:data:`IMPLS`, :func:`resolve_impl`):
+    ``plain`` runs its formula as written (:meth:`ConvLSTM.plain_step`; the laterals stay
+    computed at the native size, exact too), ``phase`` and ``conv`` an exact fast path,
+    ``auto`` (the default) one per device. It changes no parameter: weights load across impls.
     """
 
     laterals_class: type[Laterals] = Laterals
 
     def __init__(self, in_channels: tuple[int, int, int], channels: int = 256, checkpoint: bool = False,
-                 fast: bool = True, impl: str = "auto") -> None:
+                 impl: str = "auto") -> None:
         super().__init__()
         self.out_channels = channels
         self.laterals = self.laterals_class(in_channels, channels)
-        self.convlstm = ConvLSTM(channels, checkpoint=checkpoint, fast=fast, impl=impl)
+        self.convlstm = ConvLSTM(channels, checkpoint=checkpoint, impl=impl)
         init_new_layers(self)
 
     @classmethod

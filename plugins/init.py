@@ -1,4 +1,4 @@
-"""Initialization of the layers CN-CNN adds on top of the backbone (MODEL.md, "Init")."""
+"""Initialization of the layers CN-CNN adds on top of the backbone (docs/model.md, "Initialization")."""
 from torch import nn
 
 

@@ -4,8 +4,8 @@ A reference for ``cncnn benchmark --variant official-formulation`` and for the e
 tests: the laterals run on the upsampled S5/S4, and every step (the zero state included)
 convolves the concatenation [x, h] with plain elementwise gate math (the ConvLSTM's
 :meth:`~cncnn_plugins.fusions.ConvLSTM.plain_step`). Unlike the released code, the sequence
-is the three levels of each image (MODEL.md's defect note). It has the parameters and
-state-dict keys of ``convlstm`` (and its constructor, less ``fast``), so the two load each
+is the three levels of each image (docs/model.md, 'The defect in the released code'). It has the parameters and
+state-dict keys of ``convlstm`` (and its constructor, less ``impl``: always ``plain``), so the two load each
 other's weights and must agree to float tolerance.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ class OfficialConvLSTMFusion(ConvLSTMFusion):
     laterals_class = UpsampleFirstLaterals
 
     def __init__(self, in_channels: tuple[int, int, int], channels: int = 256, checkpoint: bool = False) -> None:
-        super().__init__(in_channels, channels, checkpoint, fast=False)
+        super().__init__(in_channels, channels, checkpoint, impl="plain")
 
     def forward(self, feats: Maps) -> Maps:
         p3, p4, p5 = self.laterals(feats)

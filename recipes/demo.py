@@ -16,7 +16,8 @@ optim_wrapper = dict(optimizer=dict(lr=0.05), paramwise_cfg=dict(custom_keys={'b
 # Full-rate steps from the first iteration can derail a net trained from scratch: without warmup one
 # seed in five stalled near 70% (training loss stuck high). One epoch of linear warmup, per iteration
 # and overlapping the cosine (so any --epochs works), fixes that. Seeds that start late need more
-# epochs to converge: at 8 and at 10 some were still climbing in the last epoch (README, Quick start).
+# epochs to converge: at 8 and at 10 some were still climbing in the last epoch
+# (docs/benchmarks.md, "The demo's accuracy over seeds").
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', by_epoch=True, eta_min_ratio=0.0),

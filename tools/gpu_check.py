@@ -13,7 +13,7 @@
    (× compile off/on × impl where ``run_benchmark`` takes them), in the order of :func:`grid_cells`
    until ``--budget-s`` is spent.
 
-Writes the grid rows (DESIGN.md) to ``--out`` (``docs/benchmarks/gpu.json``) and everything else
+Writes the grid rows (docs/cli.md, 'docs/benchmarks/gpu.json') to ``--out`` (``docs/benchmarks/gpu.json``) and everything else
 to ``<out stem>_checks.json`` beside it, after every part, so a run cut short keeps what it measured.
 ``--dry-run`` runs every part on CPU at tiny sizes in well under a minute (the test suite does).
 Exit code 1 if any part failed.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 import subprocess
 import sys
@@ -48,10 +49,19 @@ from cncnn_cli.engine.precision import apply_fp32_precision
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.registry import FUSIONS, load_plugins
 
-#: Worst relative error allowed per precision (max |fast − fp64| / max |fp64| over every output,
-#: gradient and BatchNorm buffer); a fast path also passes if it is within 2× of the official
-#: formulation's own error at that precision.
-TOLERANCE = {"fp64": 1e-9, "fp32": 1e-3, "bf16": 5e-2, "fp16": 1e-2}
+#: A fast path passes a precision if its error against the fp64 reference (max |fast − fp64| /
+#: max |fp64| over every output, gradient and BatchNorm buffer) is within this factor of the
+#: official formulation's own error, measured in the same run: no figure measured on one machine.
+OFFICIAL_ERROR_FACTOR = 2.0
+#: In fp64 the official formulation is the reference itself (error 0): the fast path must agree to
+#: this many units of fp64 rounding (2.2e-11; the rewrites' reordered sums give about 1e-14).
+FP64_EPS_UNITS = 1e5
+#: Images per exactness batch. FPA's pooled branch normalizes one value per image, so at batch 2
+#: BatchNorm's gradient is (g₁ − g₂)/2 · eps/(var + eps), nearly all cancelled: its rounding noise,
+#: amplified hundreds of times, then decides the comparison (fp16 on one CPU: `phase` 1.3e-1, the
+#: official 3.6e-2, and `conv` 3.6e-2, or 1.3e-1 with its gate math in fp32). From batch 3 it is a
+#: projection, as well conditioned as the rest.
+EXACTNESS_BATCH = 8
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -70,7 +80,11 @@ class Sizes:
     warmup: int
     epochs: int
     train_flags: list[str] = field(default_factory=list)
+    #: Seconds after which the grid's remaining cells (and parts) are skipped. The dry run has none:
+    #: it proves every part runs, which must not depend on how busy the CPU is.
     budget_s: float = 480.0
+    #: Hang guard for each command a part runs (a training, torchrun); the dry run's allows a busy CPU.
+    command_timeout_s: float = 240.0
     #: torch.compile (and its graph-break count) where the benchmark offers it: on the GPU only, since
     #: compiling on a CPU takes minutes.
     compile: bool = True
@@ -84,7 +98,8 @@ DRY = Sizes("cpu", (16, 32, 64), 8, (8, 4, 2), 64, "resnet18", (2,), 1, 0, 1,
             ["--backbone", "resnet18", "--no-pretrained", "--image-size", "32", "--workers", "0", "--batch-size", "8",
              "--cfg-options", "model.fusion.channels=16", "--cfg-options", "model.head.hidden=16",
              "--cfg-options", "dataset.train_per_class=4", "--cfg-options", "dataset.test_per_class=2",
-             "--cfg-options", "dataset.image_size=40"], compile=False, decode_images=8,
+             "--cfg-options", "dataset.image_size=40"], budget_s=math.inf, command_timeout_s=1800.0, compile=False,
+           decode_images=8,
            decode_flags=["--batch-size", "4", "--workers", "1", "--backbone", "resnet18", "--image-size", "32",
                          "--cfg-options", "model.fusion.channels=16", "--cfg-options", "model.head.hidden=16"])
 #: Mean |nvJPEG − libjpeg-turbo| grey levels per pixel above which the device path is wrong (a shifted
@@ -94,12 +109,15 @@ DECODE_MEAN_DIFF = 2.0
 
 # ------------------------------------------------------------------ exactness
 def _literal_values(function, name: str) -> tuple | None:
-    """The values a keyword of ``function`` takes, from the module constant beside the fusions."""
+    """The fast paths a keyword of ``function`` selects, from the module constant beside the fusions.
+
+    ``auto`` picks one of them and ``plain`` is the formula the official formulation already runs.
+    """
     if name not in inspect.signature(function).parameters:
         return None
     from cncnn_plugins import fusions
 
-    return tuple(v for v in getattr(fusions, "IMPLS", ()) if v != "auto") or None
+    return tuple(v for v in getattr(fusions, "IMPLS", ()) if v not in ("auto", "plain")) or None
 
 
 def fusion_pairs() -> list[tuple[str, str, str | None]]:
@@ -119,7 +137,7 @@ def _fusions(size: Sizes, fast: str, official: str, impl: str | None, dtype: tor
     b.load_state_dict(a.state_dict())
     device = torch.device(size.device)
     gen = torch.Generator(device).manual_seed(0)
-    feats = [torch.randn(2, c, s, s, device=device, generator=gen, dtype=torch.float64).to(dtype)
+    feats = [torch.randn(EXACTNESS_BATCH, c, s, s, device=device, generator=gen, dtype=torch.float64).to(dtype)
              for c, s in zip(size.in_channels, size.spatial)]
     if dtype != torch.float64:  # training's layout
         a, b = a.to(memory_format=torch.channels_last), b.to(memory_format=torch.channels_last)
@@ -156,13 +174,17 @@ def exactness(size: Sizes) -> dict:
             fast_err, official_err = (_rel_err(_step(m, feats, amp), reference) for m in (a, b))
             results.append(_verdict(fast, official, impl, precision, fast_err, official_err))
     failed = [r for r in results if not r["passed"]]
-    return {"tolerance": TOLERANCE, "rule": "max |x - fp64| / max |fp64| over outputs, gradients and BN buffers; "
-            "pass if <= tolerance or <= 2x the official formulation's error", "results": results,
+    return {"batch": EXACTNESS_BATCH,
+            "rule": "max |x - fp64| / max |fp64| over outputs, gradients and BN buffers; pass if <= "
+            f"{OFFICIAL_ERROR_FACTOR:g}x the official formulation's error at the same precision (fp64: "
+            f"<= {FP64_EPS_UNITS:g} fp64 eps)", "results": results,
             **({"error": f"{len(failed)} comparison(s) out of tolerance"} if failed else {})}
 
 
 def _verdict(fast: str, official: str, impl: str | None, precision: str, fast_err: float, official_err: float):
-    passed = fast_err <= max(TOLERANCE[precision], 2 * official_err)
+    allowed = FP64_EPS_UNITS * torch.finfo(torch.float64).eps if precision == "fp64" else \
+        OFFICIAL_ERROR_FACTOR * official_err
+    passed = fast_err <= allowed
     print(f"exactness {fast}{f'[{impl}]' if impl else ''} vs {official} {precision}: {fast_err:.1e} "
           f"(official {official_err:.1e}) {'ok' if passed else 'FAILED'}", flush=True)
     return {"fusion": fast, "impl": impl, "against": official, "precision": precision, "fast_rel_err": fast_err,
@@ -203,6 +225,7 @@ def _is_sync(caught: warnings.WarningMessage) -> bool:
 
 def syncs(size: Sizes, tmp: Path) -> dict:
     from cncnn_cli.config.resolve import resolve_config
+    from cncnn_cli.engine.plan import prepare
     from cncnn_cli.engine.runner import build_runner
     from cncnn_cli.engine.signals import StopRequest
 
@@ -217,7 +240,7 @@ def syncs(size: Sizes, tmp: Path) -> dict:
         options += ["dataset.train_per_class=4", "dataset.test_per_class=2", "dataset.image_size=40",
                     "model.fusion.channels=16", "model.head.hidden=16"]
     cfg = resolve_config("demo", flags, options)
-    runner = build_runner(cfg, tmp / "syncs", None, StopRequest())
+    runner = build_runner(cfg, prepare(cfg), tmp / "syncs", None, StopRequest())
     counter = next(hook for hook in runner.hooks if isinstance(hook, SyncCounter))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -279,7 +302,8 @@ def train_demo(size: Sizes, tmp: Path) -> dict:
     for name, work, extra in (("amp", "amp", []), ("amp_accumulate_2", "amp_accumulate_2", ["--accumulate", "2"]),
                               ("amp_resumed", "amp", ["--resume"])):
         runs[name] = _cli(["-m", "cncnn_cli", "train", "demo", "--work-dir", str(tmp / work), "--device", size.device,
-                           "--amp", "--epochs", str(size.epochs), *size.train_flags, *extra], timeout=240)
+                           "--amp", "--epochs", str(size.epochs), *size.train_flags, *extra],
+                          timeout=size.command_timeout_s)
         if not runs[name]["returncode"]:
             runs[name].update(_summary(tmp / work))
     return runs
@@ -289,7 +313,7 @@ def torchrun(size: Sizes, tmp: Path) -> dict:
     work = tmp / "torchrun"
     report = _cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "cncnn_cli",
                    "train", "demo", "--launcher", "pytorch", "--sync-bn", "--epochs", "1", "--work-dir", str(work),
-                   "--device", size.device, *size.train_flags], timeout=240)
+                   "--device", size.device, *size.train_flags], timeout=size.command_timeout_s)
     report["backend"] = "nccl" if size.device == "cuda" else "gloo"
     if not report["returncode"]:
         report.update(_summary(work))
@@ -314,7 +338,7 @@ def gpu_decode(size: Sizes, tmp: Path) -> dict:
     work = tmp / "gpu_decode"
     report["train"] = _cli(["-m", "cncnn_cli", "train", "cub", "--dataset", "imagefolder", "--data-root", str(root),
                             "--gpu-decode", "--no-pretrained", "--epochs", "1", "--device", size.device,
-                            "--work-dir", str(work), *size.decode_flags], timeout=240)
+                            "--work-dir", str(work), *size.decode_flags], timeout=size.command_timeout_s)
     if not report["train"]["returncode"]:
         report["train"].update(_summary(work))
     return report

@@ -14,6 +14,7 @@ from cncnn_cli.weights.checkpoint import load_model
 from cncnn_cli.utils.console import say
 from cncnn_cli.config.resolve import resolve_config, validate_model
 from cncnn_cli.engine.hooks import STATE_FILE, write_json_atomic
+from cncnn_cli.engine.plan import prepare
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.engine.training import is_finished, run_training
 from cncnn_cli.data.transforms import size_pair
@@ -40,6 +41,7 @@ def run_ablation(recipe: str, variants: list[str], flags: dict, cfg_options: lis
         cfg = resolve_config(recipe, flags if seed is None else {**flags, "seed": seed}, cfg_options)
         cfg.model = variant_model(cfg.model, variant)
         validate_model(cfg.model)
+        run = prepare(cfg)  # each variant's own: its errors come before its run dir exists
         name = f"[{index}/{len(runs)}] {variant if seed is None else f'{variant} seed {seed}'}"
         if is_finished(run_dir, cfg.train_cfg["max_epochs"]):
             _same_selection(run_dir, "val" if cfg.val_fraction or cfg.val_split else "test")
@@ -48,7 +50,7 @@ def run_ablation(recipe: str, variants: list[str], flags: dict, cfg_options: lis
         resume = "auto" if (run_dir / STATE_FILE).is_file() else None
         say(f"{name}: {'resuming' if resume else 'training'} in {run_dir}{time_left(durations, runs[index - 1:])}")
         start = time.perf_counter()
-        code = run_training(cfg, run_dir, resume, command)
+        code = run_training(cfg, run, run_dir, resume, command)
         if code:
             return code, None
         durations.setdefault(variant, []).append(time.perf_counter() - start)

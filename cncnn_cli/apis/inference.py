@@ -8,8 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from itertools import islice
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,23 +17,10 @@ from PIL import Image
 from cncnn_cli.weights.checkpoint import Checkpoint, load_model
 from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.data.images import load_rgb
 from cncnn_cli.data.transforms import build_transform
+from cncnn_cli.deploy.predictions import Prediction, chunks, load_chunk, non_finite, top_k
 from cncnn_cli.models.compile import compile_model
-
-
-@dataclass
-class Prediction:
-    """One image's result: top-k ``{"label", "index", "score"}`` dicts, or an error message."""
-
-    image: str
-    predictions: list[dict] = field(default_factory=list)
-    error: str | None = None
-
-    def to_json(self) -> dict:
-        if self.error is not None:
-            return {"image": self.image, "error": self.error}
-        return {"image": self.image, "predictions": self.predictions}
+from cncnn_cli.models.embedding import DEFAULT_EMBEDDING, EmbeddingCapture, check_embedding
 
 
 class Predictor:
@@ -52,6 +38,9 @@ class Predictor:
             compile_model(self.model, self.device)
         self.info = info
         self.classes = info.classes
+        #: Logits are divided by it before the softmax (``cncnn calibrate``); top-1 never changes.
+        self.temperature = info.temperature or 1.0
+        self.embedding = check_embedding(info.embedding or DEFAULT_EMBEDDING)
         self.source: str | Path = "the model"  # named in errors; the checkpoint's path once loaded from one
         self.transform = build_transform(info.preprocess, train=False)
 
@@ -84,40 +73,54 @@ class Predictor:
         An item that is a :class:`Prediction` already (an error entry the caller made, e.g. for an
         empty folder) is passed through in its place. Non-finite scores (broken weights) raise a
         :class:`CncnnError` (exit 1) rather than yield NaN."""
-        if batch_size < 1:
-            raise CncnnError(f"batch_size must be at least 1, not {batch_size}")
         k = max(1, min(topk, len(self.classes)))
-        for chunk in _chunks(images, batch_size):
-            results, tensors, slots = [], [], []
-            for item in chunk:
-                if isinstance(item, Prediction):
-                    results.append(item)
-                    continue
-                name = "<image>" if isinstance(item, Image.Image) else str(item)
-                try:
-                    image = item if isinstance(item, Image.Image) else load_rgb(item)
-                    tensors.append(self.preprocess(image))
-                    slots.append(len(results))
-                    results.append(Prediction(image=name))
-                except CncnnError as exc:
-                    results.append(Prediction(image=name, error=str(exc)))
+        for chunk in chunks(images, batch_size):
+            results, tensors, slots = self._load(chunk, Prediction)
             if tensors:
                 logits = self.forward(torch.stack(tensors))["logits"]
-                probs = torch.softmax(logits.float(), dim=1).cpu()
+                probs = torch.softmax(logits.float() / self.temperature, dim=1).cpu()
                 broken = (~torch.isfinite(probs).all(dim=1)).nonzero()
                 if len(broken):
-                    image = results[slots[int(broken[0])]].image
-                    raise CncnnError(f"{self.source} produces non-finite scores for {image}: its weights are broken "
-                                     f"(NaN/inf), e.g. saved from a training run that diverged", exit_code=1)
+                    raise non_finite(self.source, results[slots[int(broken[0])]].image)
                 scores, indices = probs.topk(k, dim=1)
-                for slot, row_scores, row_indices in zip(slots, scores.tolist(), indices.tolist()):
-                    results[slot].predictions = [
-                        {"label": self.classes[i], "index": i, "score": s} for s, i in zip(row_scores, row_indices)
-                    ]
+                for slot, predictions in zip(slots, top_k(zip(scores.tolist(), indices.tolist()), self.classes)):
+                    results[slot].predictions = predictions
             yield from results
 
+    def embed(self, images: Iterable[str | Path | Image.Image], batch_size: int = 16) -> list["Embedded"]:
+        """One L2-normalised vector per image: the checkpoint's embedding (:mod:`cncnn_cli.models.embedding`)."""
+        return list(self.iter_embed(images, batch_size))
 
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+    def iter_embed(self, images: Iterable[str | Path | Image.Image], batch_size: int = 16) -> Iterator["Embedded"]:
+        """:meth:`embed` one batch at a time, in input order, with flat memory (as :meth:`iter_predict`)."""
+        with EmbeddingCapture(self.model, self.embedding, len(self.classes)) as capture:
+            for chunk in chunks(images, batch_size):
+                results, tensors, slots = self._load(chunk, Embedded)
+                if tensors:
+                    self.forward(torch.stack(tensors))
+                    vectors = capture.take().cpu()
+                    if not torch.isfinite(vectors).all():
+                        raise CncnnError(f"{self.source} produces non-finite embeddings: its weights are broken "
+                                         f"(NaN/inf)", exit_code=1)
+                    for slot, vector in zip(slots, vectors):
+                        results[slot].vector = vector
+                yield from results
+
+    def _load(self, chunk: list, entry: type) -> tuple[list, list[torch.Tensor], list[int]]:
+        """A chunk's result entries (``entry(image=name)``; an unreadable file's with its error, an
+        entry passed in kept as it is), the preprocessed tensors, and the slot of each tensor's entry."""
+        return load_chunk(chunk, entry, self.preprocess)
+
+
+@dataclass
+class Embedded:
+    """One image's embedding (a D-vector of unit length), or an error message."""
+
+    image: str
+    vector: torch.Tensor | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, "embedding": self.vector.tolist()}

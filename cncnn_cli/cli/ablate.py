@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from cncnn_cli.cli.common import CompileOption, PluginOption, complete_recipe, err_console, invocation, out_console, setup
-from cncnn_cli.cli.train import (AccumulateOpt, AmpOpt, BackboneOpt, BatchSizeOpt, CfgOptionsOpt, DataRootOpt,
-                                      DatasetOpt, DeviceOpt, EffectiveBatchOpt, EpochsOpt, ImageSizeOpt, LauncherOpt,
-                                      LrOpt, NoPretrainedOpt, NoScaleLrOpt, PretrainedOpt, SeedOpt, SyncBnOpt,
-                                      ValFractionOpt, ValSplitOpt, VisBackendOpt, WorkersOpt, Fp32PrecisionOpt, GpuDecodeOpt,
-                                      train_flags)
+from cncnn_cli.cli.common import complete_recipe, err_console, folder_path, invocation, out_console
+from cncnn_cli.cli.training_options import training_command
 from cncnn_cli.errors import CncnnError
 
 
+@training_command(without=("work_dir",))
 def ablate(
     recipe: Annotated[str, typer.Argument(help="Recipe file or bundled name; the paper ablated on cub.",
                                           autocompletion=complete_recipe)] = "cub",
@@ -23,33 +20,10 @@ def ablate(
     baseline: Annotated[bool, typer.Option("--baseline", help="The fine-tuned backbone alone (GAP + FC).")] = False,
     all_variants: Annotated[bool, typer.Option("--all", help="Train baseline, hl, hl+lh and full in turn, then tabulate.")] = False,
     seeds: Annotated[int | None, typer.Option(min=1, help="Train each variant with seeds 0..N-1 (WORK_DIR/<variant>/seed<k>/); the table shows mean ± std.")] = None,
-    work_dir: Annotated[Path | None, typer.Option(help="Output folder (default: work_dirs/ablate_<recipe>); one subfolder per variant.")] = None,
-    dataset: DatasetOpt = None,
-    data_root: DataRootOpt = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    lr: LrOpt = None,
-    image_size: ImageSizeOpt = None,
-    backbone: BackboneOpt = None,
-    pretrained: PretrainedOpt = None,
-    no_pretrained: NoPretrainedOpt = False,
-    device: DeviceOpt = None,
-    amp: AmpOpt = False,
-    seed: SeedOpt = None,
-    workers: WorkersOpt = None,
-    cfg_options: CfgOptionsOpt = None,
-    launcher: LauncherOpt = None,
-    val_fraction: ValFractionOpt = None,
-    val_split: ValSplitOpt = None,
-    accumulate: AccumulateOpt = None,
-    effective_batch: EffectiveBatchOpt = None,
-    no_scale_lr: NoScaleLrOpt = False,
-    sync_bn: SyncBnOpt = False,
-    fp32_precision: Fp32PrecisionOpt = None,
-    vis_backend: VisBackendOpt = None,
-    compile: CompileOption = False,
-    gpu_decode: GpuDecodeOpt = False,
-    plugin: PluginOption = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Output folder (default: work_dirs/ablate_<recipe>); one subfolder per variant.", callback=folder_path)] = None,
+    *,
+    flags: dict[str, Any],
+    cfg_options: list[str] | None,
 ) -> None:
     """Train ablation variants like `train`, each in WORK_DIR/<variant>/; --all adds ablation.json and .md.
 
@@ -63,19 +37,11 @@ def ablate(
 
     Example: cncnn ablate cub --all --seeds 3 --val-fraction 0.1
     """
-    setup(plugin)
     from cncnn_cli.apis.ablation import run_ablation
     from cncnn_cli.models.variants import VARIANTS, select_variant
 
     variants = list(VARIANTS) if all_variants else [select_variant(no_convlstm, no_attention, baseline)]
-    flags = train_flags(dataset=dataset, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr,
-                        image_size=image_size, backbone=backbone, pretrained=pretrained, no_pretrained=no_pretrained,
-                        device=device, amp=amp, seed=seed, workers=workers, launcher=launcher, work_dir=None,
-                        val_fraction=val_fraction, val_split=val_split, accumulate=accumulate,
-                        effective_batch=effective_batch, no_scale_lr=no_scale_lr, sync_bn=sync_bn,
-                        fp32_precision=fp32_precision, vis_backend=vis_backend, compile=compile,
-                        gpu_decode=gpu_decode)
-    if seeds is not None and seed is not None:
+    if seeds is not None and "seed" in flags:
         raise CncnnError("give either --seed (one run per variant) or --seeds N (seeds 0..N-1), not both")
     root = work_dir or Path("work_dirs") / f"ablate_{Path(recipe).stem}"
     code, table = run_ablation(recipe, variants, flags, cfg_options, root, invocation(), seeds)

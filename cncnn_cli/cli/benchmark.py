@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
 
 from cncnn_cli.models.variants import OFFICIAL_FORMULATION, VARIANTS
-from cncnn_cli.cli.common import CompileOption, PluginOption, err_console, out_console, setup
+from cncnn_cli.cli.common import CompileOption, PluginOption, err_console, file_path, out_console, setup
+from cncnn_cli.errors import CncnnError
 
 Variant = Enum("Variant", {name: name for name in (*VARIANTS, OFFICIAL_FORMULATION)}, type=str)
 
@@ -33,13 +35,24 @@ def benchmark(
     checkpoint_convlstm: Annotated[bool, typer.Option(
         "--checkpoint-convlstm", help="Recompute the ConvLSTM in backward instead of storing it (less memory).")
     ] = False,
-    impl: Annotated[Optional[Literal["auto", "phase", "conv"]], typer.Option(
+    impl: Annotated[Optional[Literal["auto", "phase", "conv", "plain"]], typer.Option(
         show_default=False,
-        help="The ConvLSTM's exact fast path (full variant): phase (im2col + GEMM), conv (library "
-             "convolutions) [default: auto, phase on CPU, conv on CUDA and under --compile].")] = None,
+        help="The ConvLSTM's formulation (full variant): phase (im2col + GEMM), conv (library convolutions), "
+             "plain (the formula as written) [default: auto, phase on CPU, conv on CUDA and under --compile].")] = None,
     compile: CompileOption = False,
     backbone: Annotated[str, typer.Option(hidden=True, help="Backbone (tests use resnet18).")] = "resnet50",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")] = False,
+    inference: Annotated[bool, typer.Option(
+        "--inference", help="CPU inference of --checkpoint and its --onnx exports instead, one table: torch eager "
+                            "fp32, torch bf16 autocast, onnxruntime; at batch 1 and 8 (or --batch-size).")] = False,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="With --inference: the .safetensors checkpoint.",
+                                                       show_default=False)] = None,
+    onnx: Annotated[Optional[list[Path]], typer.Option(
+        "--onnx", help="With --inference: a file `cncnn export` wrote from it, fp32 or int8 (repeatable).",
+        show_default=False, callback=file_path)] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="With --inference: threads of every runtime [default: the machine's cores].",
+        show_default=False)] = None,
     plugin: PluginOption = None,
 ) -> None:
     """Time a training step and inference, and report peak memory, parameters and GFLOPs per image.
@@ -47,8 +60,13 @@ def benchmark(
     Models are built without pretrained weights (ResNet-50, C=256, D=512, 200 classes).
 
     Example: cncnn benchmark --variant full --image-size 448 --batch-size 2 --amp --json
+
+    Example: cncnn benchmark --inference --checkpoint best.safetensors --onnx cub.onnx --onnx cub-int8.onnx
     """
     setup(plugin)
+    if inference or checkpoint or onnx or threads:
+        _inference(inference, checkpoint, onnx or [], batch_size, threads, steps, warmup, as_json)
+        return
     from cncnn_cli.apis.benchmark import run_benchmark
 
     result = run_benchmark(variant=variant.value, image_size=image_size, batch_size=batch_size, device=device,
@@ -59,6 +77,28 @@ def benchmark(
         typer.echo(json.dumps(result, indent=2))
     else:
         _print_table(result)
+
+
+def _inference(inference: bool, checkpoint: Path | None, onnx: list[Path], batch_size: int | None,
+               threads: int | None, steps: int | None, warmup: int | None, as_json: bool) -> None:
+    if not inference:
+        raise CncnnError("--checkpoint, --onnx and --threads apply to --inference: also give --inference")
+    if checkpoint is None:
+        raise CncnnError("--inference needs --checkpoint CKPT.safetensors (and --onnx files exported from it)")
+    from cncnn_cli.apis.inference_speed import BATCH_SIZES, run_inference_benchmark
+
+    rows = run_inference_benchmark(checkpoint, onnx, (batch_size,) if batch_size else BATCH_SIZES, threads,
+                                   steps or 5, 1 if warmup is None else warmup)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"cncnn benchmark --inference: {checkpoint} ({rows[0]['threads']} threads)")
+    for column in ("runtime", "batch", "images/s", "× eager fp32", "p50 ms", "p95 ms", "peak RSS MiB"):
+        table.add_column(column, justify="left" if column == "runtime" else "right")
+    for row in rows:
+        table.add_row(row["runtime"], str(row["batch"]), f"{row['images_per_s']:.2f}", f"{row['ratio']:.2f}",
+                      f"{row['p50_ms']:.0f}", f"{row['p95_ms']:.0f}", f"{row['peak_rss_mib']:.0f}")
+    out_console.print(table)
 
 
 def _log(message: str) -> None:

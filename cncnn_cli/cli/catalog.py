@@ -1,7 +1,9 @@
 """``cncnn plugins``, ``cncnn recipes`` and ``cncnn info``: what is installed and available."""
 from __future__ import annotations
 
+import ast
 import platform
+from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
@@ -39,9 +41,37 @@ def recipes() -> None:
     table = Table(title=f"recipes in {bundled_dir()}")
     table.add_column("name")
     table.add_column("description")
+    table.add_column("dataset (images, classes)")
     for name in bundled_names():
-        table.add_row(name, recipe_summary(bundled_dir() / f"{name}.py"))
+        path = bundled_dir() / f"{name}.py"
+        table.add_row(name, recipe_summary(path), _dataset_summary(path))
     out_console.print(table)
+
+
+def _dataset_summary(recipe: Path) -> str:
+    """The name, sizes and classes of the dataset a recipe builds on: the first comment line of its
+    ``_base_/datasets/`` file up to the closing parenthesis (``CUB-200-2011 (5,994 train / ..., 200 classes)``).
+
+    Read from the files' text, not by loading the recipe: this listing must not import mmengine.
+    """
+    for base in _bases(recipe):
+        path = (recipe.parent / base).resolve()
+        if path.parent.name == "datasets" and path.parent.parent.name == "_base_" and path.is_file():
+            line = recipe_summary(path)
+            return line[:line.index(")") + 1] if "(" in line and ")" in line else line
+    return ""
+
+
+def _bases(recipe: Path) -> list[str]:
+    """The file names of a recipe's literal ``_base_ = [...]`` (none when it is computed)."""
+    for node in ast.parse(recipe.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "_base_" for target in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            return [value] if isinstance(value, str) else [name for name in value if isinstance(name, str)]
+    return []
 
 
 def info() -> None:

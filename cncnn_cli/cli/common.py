@@ -1,4 +1,4 @@
-"""Pieces every command shares: consoles, the ``--plugin`` option, the default checkpoint."""
+"""Pieces every command shares: consoles, the ``--plugin`` option, path-kind checks, the default checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +8,40 @@ import typer
 from rich.console import Console
 
 from cncnn_cli.errors import CncnnError
+from cncnn_cli.utils.paths import check_file, check_folder
 
 #: People read stderr; stdout is reserved for results (and exactly one JSON document with --json).
 err_console = Console(stderr=True)
 out_console = Console()
 
+
+def _option_name(param: typer.CallbackParam) -> str:
+    """How the user wrote the parameter: ``--work-dir``, or an argument's ``SRC``."""
+    return max(param.opts, key=len) if param.param_type_name == "option" else (param.name or "").upper()
+
+
+def _each(value: object) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def folder_path(param: typer.CallbackParam, value: object) -> object:
+    """Typer callback of a path option naming a folder (made if missing): a file there is one line, exit 2."""
+    for path in _each(value):
+        check_folder(path, _option_name(param))
+    return value
+
+
+def file_path(param: typer.CallbackParam, value: object) -> object:
+    """Typer callback of a path option naming a file: a folder there is one line, exit 2."""
+    for path in _each(value):
+        check_file(path, _option_name(param))
+    return value
+
+
 PluginOption = Annotated[
     Optional[list[Path]],
     typer.Option("--plugin", help="Python file that registers extra plugins (repeatable).",
-                 show_default=False),
+                 show_default=False, callback=file_path),
 ]
 
 

@@ -6,20 +6,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from cncnn_cli.cli.common import PluginOption, err_console, setup
+from cncnn_cli.cli.common import PluginOption, err_console, file_path, setup
+from cncnn_cli.utils.paths import refuse_own_input
 
 app = typer.Typer(help="Import checkpoints from other implementations.", no_args_is_help=True)
 
 
 @app.command("official")
 def official(
-    src: Annotated[Path, typer.Argument(help="The authors' released .pth state dict.", show_default=False)],
+    src: Annotated[Path, typer.Argument(help="The authors' released .pth state dict.", show_default=False,
+                                        callback=file_path)],
     dst: Annotated[Path, typer.Argument(help="Where to write the cncnn .safetensors checkpoint.",
-                                        show_default=False)],
+                                        show_default=False, callback=file_path)],
     recipe: Annotated[Optional[str], typer.Option(
         help="cub, cars or aircraft (or any recipe): its test preprocessing and dataset.")] = None,
     classes: Annotated[Optional[Path], typer.Option(
-        help="Text file with one class name per line, in label order.")] = None,
+        help="Text file with one class name per line, in label order.", callback=file_path)] = None,
     plugin: PluginOption = None,
 ) -> None:
     """Convert a state dict in the authors' released layout into a cncnn checkpoint.
@@ -28,6 +30,7 @@ def official(
 
     Example: cncnn convert official cub_cncnn.pth cub.safetensors --recipe cub --classes classes.txt
     """
+    refuse_own_input(dst, [src, *([classes] if classes else [])], "DST")
     setup(plugin)
     from cncnn_cli.config.resolve import resolve_config
     from cncnn_cli.weights.convert import convert_official

@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cncnn_cli.cli.common import MaxPixelsOption, PluginOption, setup
+from cncnn_cli.cli.common import file_path, MaxPixelsOption, PluginOption, folder_path, setup
 from cncnn_cli.errors import CncnnError
+from cncnn_cli.utils.textio import output_text, output_value
 
 if TYPE_CHECKING:  # the data modules import torch: loaded inside the commands, so --help stays fast
     from cncnn_cli.data.check import DataReport
@@ -34,7 +35,7 @@ def data() -> None:
 def check(
     recipe: Optional[str] = typer.Argument(None, help="Recipe (file or bundled name) whose dataset to check."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset: cub, cars, aircraft, ..."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder or its parent."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder or its parent.", callback=folder_path),
     split: Optional[str] = typer.Option(None, "--split", help="One split only (default: all of them)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     max_pixels: MaxPixelsOption = None,
@@ -62,7 +63,7 @@ def check(
         stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps(output_value(report.to_dict()), indent=2))
     else:
         _print_report(report, Console())
     raise typer.Exit(0 if report.ok else 1)
@@ -88,7 +89,8 @@ def _span(stats: dict[str, int]) -> str:
 
 
 def _print_report(report: DataReport, console: Console) -> None:
-    console.print(f"[bold]{report.dataset}[/] at {report.data_root or '(generated)'}: {len(report.classes)} classes")
+    console.print(f"[bold]{report.dataset}[/] at {output_text(report.data_root) or '(generated)'}: "
+                  f"{len(report.classes)} classes")
     summary = Table("split", "images", "width min/med/max", "height min/med/max", "modes")
     for split in report.splits:
         sizes = [_span(split.width), _span(split.height)]
@@ -98,7 +100,7 @@ def _print_report(report: DataReport, console: Console) -> None:
     if len(report.classes) <= MAX_CLASS_ROWS:
         per_class = Table("class", *(split.split for split in report.splits))
         for name in report.classes:
-            per_class.add_row(name, *(str(split.per_class[name]) for split in report.splits))
+            per_class.add_row(output_text(name), *(str(split.per_class[name]) for split in report.splits))
     else:
         per_class = Table("split", "images per class: min", "median", "max")
         for split in report.splits:
@@ -106,14 +108,15 @@ def _print_report(report: DataReport, console: Console) -> None:
             fewest = min(counts, key=counts.get)
             most = max(counts, key=counts.get)
             median = statistics.median_low(counts.values())
-            per_class.add_row(split.split, f"{counts[fewest]} ({fewest})", str(median), f"{counts[most]} ({most})")
+            per_class.add_row(split.split, f"{counts[fewest]} ({output_text(fewest)})", str(median),
+                              f"{counts[most]} ({output_text(most)})")
     console.print(per_class)
     if report.ok:
         console.print("[green]OK[/]: every image decodes; no problems found.")
     else:
         console.print(f"[red]{len(report.problems)} problem(s):[/]")
         for problem in report.problems:
-            console.print(f"  - {problem}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"  - {output_text(problem)}", markup=False, highlight=False, soft_wrap=True)
     _print_notes(report, console)
 
 
@@ -128,37 +131,43 @@ def _print_notes(report: DataReport, console: Console) -> None:
         console.print(f"[yellow]{len(report.unlisted)} image file(s) that no annotation mentions[/] (not used):",
                       soft_wrap=True)
         for path in report.unlisted[:MAX_UNLISTED_ROWS]:
-            console.print(f"  - {path}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"  - {output_text(path)}", markup=False, highlight=False, soft_wrap=True)
         if len(report.unlisted) > MAX_UNLISTED_ROWS:
             console.print(f"  ... and {len(report.unlisted) - MAX_UNLISTED_ROWS} more (--json lists them all)")
 
 
 @app.command()
 def download(
-    dataset: str = typer.Argument(..., help="cub or aircraft (Stanford Cars has no official download)."),
-    root: Path = typer.Option(Path("data"), "--root", help="Folder to download and extract into."),
-    source: Optional[str] = typer.Option(None, "--from", help="A mirror URL, or the archive already on disk.",
-                                         show_default=False),
+    dataset: str = typer.Argument(..., help="cub, aircraft, dogs, flowers, pets, inat21 (mini), or nabirds "
+                                                 "with --from (Stanford Cars has no official download)."),
+    root: Path = typer.Option(Path("data"), "--root", help="Folder to download and extract into.",
+                              callback=folder_path),
+    sources: Optional[list[str]] = typer.Option(
+        None, "--from", show_default=False,
+        help="A mirror URL or a file already on disk, for the published file of its name (repeatable)."),
     sha256: Optional[str] = typer.Option(None, "--sha256", show_default=False,
                                          help="Expect this sum instead of the published one (a repackaged mirror)."),
     plugin: PluginOption = None,
 ) -> None:
-    """Download the published archive, verify its sha256, extract it safely, then check it as data check does.
+    """Download the published files, verify their sums, extract them safely, then check them as data check does.
 
-    An interrupted download resumes when run again; nothing is extracted unless the sum matches;
-    an archive already downloaded and extracted is not fetched again.
+    An interrupted download resumes when run again; nothing is extracted unless the sums match;
+    a file already downloaded and extracted is not fetched again. --sha256 with one --from takes
+    a repackaged copy of a whole dataset instead of its published files.
 
     Exit code 0: downloaded and clean; 1: the download failed or the check found problems; 2: bad input.
 
     Example: cncnn data download cub --root ~/data
 
     Example: cncnn data download aircraft --root ~/data --from ~/Downloads/fgvc-aircraft-2013b.tar.gz
+
+    Example: cncnn data download pets --root ~/data --from ~/Downloads/images.tar.gz
     """
     from cncnn_cli.data.check import check_dataset
     from cncnn_cli.data.download import download_dataset
 
     setup(plugin)
-    download_dataset(dataset, root, source, sha256)
+    download_dataset(dataset, root, sources or (), sha256)
     report = check_dataset(dataset, str(root), show_progress=True)
     _print_report(report, Console())
     raise typer.Exit(0 if report.ok else 1)
@@ -168,7 +177,7 @@ def download(
 def verify(
     dataset: str = typer.Argument(..., help="Dataset whose published files to compare with: cars, cub, aircraft."),
     files: list[Path] = typer.Argument(..., help="The archives or files you have (any names).",
-                                       show_default=False),
+                                       show_default=False, callback=file_path),
     plugin: PluginOption = None,
 ) -> None:
     """Compare files you already have with the dataset's published sha256 sums, one line per file.
@@ -199,7 +208,7 @@ def speed(
     recipe: Optional[str] = typer.Argument(None, help="Recipe whose dataset and preprocessing to measure."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Registered dataset (default: the recipe's)."),
     data_root: Optional[str] = typer.Option(
-        None, "--data-root", help="Dataset folder or its parent (default: synthetic JPEGs of the dataset's size)."),
+        None, "--data-root", help="Dataset folder or its parent (default: synthetic JPEGs of the dataset's size).", callback=folder_path),
     image_size: Optional[int] = typer.Option(
         None, "--image-size", help="Crop size without a recipe (the resize is crop x 512/448) [default: 448]."),
     seconds: float = typer.Option(5.0, "--seconds", help="How long to measure."),

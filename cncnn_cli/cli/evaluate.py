@@ -13,17 +13,20 @@ from rich.table import Table
 
 from cncnn_cli.config.defaults import DEFAULT_WORKERS
 from cncnn_cli.cli.common import (CompileOption, MaxPixelsOption, PluginOption, default_checkpoint, err_console,
-                                   out_console, setup)
+                                   folder_path, out_console, setup)
 from cncnn_cli.errors import CncnnError, first_line
 from cncnn_cli.utils.atomic import atomic_write
+from cncnn_cli.utils.textio import output_text, output_value
+from cncnn_cli.utils.paths import is_inside
 
 
 def evaluate(
     checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="cncnn .safetensors checkpoint (default: newest work_dirs/**/best.safetensors).", show_default=False)] = None,
+        help="cncnn .safetensors checkpoint (default: newest work_dirs/**/best.safetensors), or an .onnx file from "
+             "`cncnn export`, run by onnxruntime.", show_default=False)] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset plugin (default: the checkpoint's).")] = None,
     data_root: Annotated[Optional[str], typer.Option(
-        help="Dataset folder (default: the checkpoint's, unless --dataset names another).")] = None,
+        help="Dataset folder (default: the checkpoint's, unless --dataset names another).", callback=folder_path)] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = DEFAULT_WORKERS,
@@ -33,8 +36,11 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")] = False,
     out: Annotated[Optional[Path], typer.Option(
         help="Also write per_class.csv (worst class first), confusion.png, errors.png (the most confident "
-             "mistakes) and predictions.jsonl (every image) here.")] = None,
+             "mistakes) and predictions.jsonl (every image) here.", callback=folder_path)] = None,
     mistakes: Annotated[int, typer.Option(min=1, help="How many mistakes errors.png shows (with --out).")] = 16,
+    retrieval: Annotated[bool, typer.Option(
+        "--retrieval", help="Also Recall@1/2/4/8 and MAP@R of the checkpoint's embedding: every image a query "
+                            "against all the others.")] = False,
     compile: CompileOption = False,
     max_pixels: MaxPixelsOption = None,
     plugin: PluginOption = None,
@@ -46,23 +52,31 @@ def evaluate(
     Example: cncnn eval model.safetensors --dataset imagefolder --data-root shop_photos --out report/
     """
     setup(plugin, max_pixels)
-    if out is not None and out.exists() and not out.is_dir():
-        raise CncnnError(f"--out {out}: expected a folder for the reports, but it is a file; name a folder")
     from cncnn_cli.evaluation.evaluate import evaluate_checkpoint
 
+    from cncnn_cli.deploy.onnx_runtime import is_onnx, refuse_options
+
     path = checkpoint or default_checkpoint()
-    result = evaluate_checkpoint(path, dataset=dataset, data_root=data_root, split=split, batch_size=batch_size,
-                                 workers=workers, device=device, tta=tta, mistakes=mistakes if out else 0,
-                                 show_progress=True, compile=compile)
+    if is_onnx(path):  # an exported model, run by onnxruntime
+        from cncnn_cli.evaluation.exported import evaluate_onnx
+
+        refuse_options(path, device, {"--compile": compile, "--retrieval": retrieval})
+        result = evaluate_onnx(path, dataset=dataset, data_root=data_root, split=split, batch_size=batch_size,
+                               workers=workers, tta=tta, mistakes=mistakes if out else 0, show_progress=True)
+    else:
+        result = evaluate_checkpoint(path, dataset=dataset, data_root=data_root, split=split, batch_size=batch_size,
+                                     workers=workers, device=device, tta=tta, mistakes=mistakes if out else 0,
+                                     show_progress=True, compile=compile, retrieval=retrieval)
     report = result.report
     keys = ("top1", "top5", "mean_class_accuracy", "num_images", "heads")
     if as_json:
-        document = {k: report[k] for k in keys}
+        document = {k: report[k] for k in (*keys, "calibration", "retrieval") if k in report}
         if result.without_tta is not None:
             document.update(tta=tta, without_tta={k: result.without_tta[k] for k in keys})
         typer.echo(json.dumps(document, indent=2))
     else:
-        table = Table(title=f"cncnn eval · {path} · {split} ({report['num_images']} images, tta {tta})")
+        table = Table(title=f"cncnn eval · {output_text(str(path))} · {split} ({report['num_images']} images, "
+                            f"tta {tta})")
         table.add_column("metric")
         table.add_column("%", justify="right")
         for key in ("top1", "top5", "mean_class_accuracy"):
@@ -71,11 +85,28 @@ def evaluate(
             table.add_row(f"top1 · {name}", f"{value:.2f}")
         if result.without_tta is not None:
             table.add_row("top1 without flips", f"{result.without_tta['top1']:.2f}")
+        for key, value in report.get("retrieval", {}).items():
+            if key.startswith(("recall@", "map@")):
+                table.add_row(f"{key} · {report['retrieval']['embedding']}", f"{value:.2f}")
         out_console.print(table)
+        out_console.print(_calibration_table(report["calibration"]))
     if result.skipped:
         err_console.print(f"warning: {result.skipped} unreadable image(s) were skipped (named above)")
     if out is not None:  # after the results: a report that cannot be written does not hide them
         _write_reports(out, result)
+
+
+def _calibration_table(calibration: dict) -> Table:
+    """ECE, NLL and Brier score, plain and (for a calibrated checkpoint) at its temperature."""
+    calibrated = calibration["calibrated"]
+    table = Table(title="calibration" + ("" if calibrated else " (uncalibrated checkpoint: see `cncnn calibrate`)"))
+    table.add_column("metric")
+    table.add_column("plain", justify="right")
+    if calibrated:
+        table.add_column(f"T = {calibrated['temperature']:.3f}", justify="right")
+    for key, name, digits in (("ece", "ECE % (15 bins)", 2), ("nll", "NLL", 4), ("brier", "Brier", 4)):
+        table.add_row(name, *(f"{part[key]:.{digits}f}" for part in (calibration["plain"], calibrated) if part))
+    return table
 
 
 @contextmanager
@@ -112,6 +143,10 @@ def _save_figure(fig, path: Path) -> Path:
 def _write_reports(out: Path, result) -> None:
     from cncnn_cli.visualization.plotting import confusion_figure, errors_figure
 
+    among = next((image for image in result.paths if is_inside(image, out) and Path(image).exists()), None)
+    if among is not None:
+        raise CncnnError(f"--out {out} holds the evaluated images ({among}): the reports would be written among "
+                         f"the dataset's files; name a folder outside the dataset")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -121,8 +156,8 @@ def _write_reports(out: Path, result) -> None:
                _save_figure(confusion_figure(result.confusion.numpy(), result.classes), out / "confusion.png")]
     if result.mistakes:
         names = result.classes
-        captions = [f"{Path(m.path).name}\ntrue: {names[m.label]}\npredicted: {names[m.predicted]} ({m.score:.0%})"
-                    for m in result.mistakes]
+        captions = [output_text(f"{Path(m.path).name}\ntrue: {names[m.label]}\npredicted: {names[m.predicted]} "
+                                f"({m.score:.0%})") for m in result.mistakes]
         wrong = int(result.confusion.sum() - result.confusion.trace())
         shown = len(result.mistakes)
         which = ("the only mistake" if wrong == 1 else f"all {wrong} mistakes, most confident first"
@@ -133,7 +168,24 @@ def _write_reports(out: Path, result) -> None:
                                     out / "errors.png"))
     else:
         err_console.print("no mistakes: errors.png not written", markup=False, highlight=False)
+    written.append(_save_figure(_reliability(result), out / "reliability.png"))
     err_console.print(f"wrote {', '.join(map(str, written))}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _reliability(result):
+    """The reliability diagram of the evaluated logits, plain and at the checkpoint's temperature if it has one."""
+    import torch
+
+    from cncnn_cli.evaluation.calibration import calibration_report, reliability
+    from cncnn_cli.visualization.reliability import reliability_figure
+
+    panels = []
+    for title, temperature in [("plain", 1.0)] + ([("calibrated", result.temperature)] if result.temperature else []):
+        table = reliability(torch.softmax(result.logits.double() / temperature, 1), result.labels)
+        ece = calibration_report(result.logits, result.labels, temperature)["ece"]
+        panels.append((f"{title} (T = {temperature:.3f}): ECE {ece:.2f}%",
+                       *(table[k].numpy() for k in ("count", "accuracy", "confidence"))))
+    return reliability_figure(panels)
 
 
 def _write_per_class(path: Path, result) -> Path:
@@ -148,7 +200,7 @@ def _write_per_class(path: Path, result) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["index", "class", "images", "correct", "accuracy"])
         for accuracy, index, name, total, correct in rows:
-            writer.writerow([index, name, total, correct, "" if accuracy is None else f"{accuracy:.2f}"])
+            writer.writerow([index, output_text(name), total, correct, "" if accuracy is None else f"{accuracy:.2f}"])
     return path
 
 
@@ -162,9 +214,9 @@ def _write_predictions(path: Path, result) -> Path:
     with _report_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for image, label, row_scores, row_indices in zip(result.paths, result.labels.tolist(), scores.tolist(),
                                                          indices.tolist()):
-            handle.write(json.dumps({
+            handle.write(json.dumps(output_value({
                 "image": image, "label": names[label], "predicted": names[row_indices[0]],
                 "correct": row_indices[0] == label,
                 "predictions": [{"label": names[i], "index": i, "score": s} for s, i in zip(row_scores, row_indices)],
-            }) + "\n")
+            })) + "\n")
     return path

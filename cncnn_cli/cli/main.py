@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from cncnn_cli.cli import ablate, benchmark, catalog, convert, data, evaluate, export, predict, train, visualize
+from cncnn_cli.cli import calibrate, embed, gallery
 from cncnn_cli.cli.common import err_console, remember_invocation
 from cncnn_cli.errors import CncnnError
 
@@ -52,6 +53,9 @@ app.command()(catalog.plugins)
 app.command()(catalog.recipes)
 app.command()(catalog.info)
 app.command()(export.export)
+app.command()(embed.embed)
+app.command()(calibrate.calibrate)
+app.add_typer(gallery.app, name="gallery")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -12,11 +13,14 @@ from typing import IO, Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cncnn_cli.cli.common import (CompileOption, MaxPixelsOption, PluginOption, default_checkpoint, err_console,
-                                   out_console, setup)
+                                   file_path, out_console, setup)
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.utils.atomic import write_error
+from cncnn_cli.utils.textio import output_text, output_value
+from cncnn_cli.utils.paths import refuse_own_input
 
 #: ``--out`` formats, chosen by the file's suffix.
 OUT_FORMATS = (".jsonl", ".csv")
@@ -25,9 +29,10 @@ OUT_FORMATS = (".jsonl", ".csv")
 def predict(
     inputs: Annotated[list[Path], typer.Argument(
         help="Image files or folders (walked for images); '-' reads image paths from stdin, one per line.",
-        show_default=False)],
+        show_default=False, readable=False)],  # an unreadable one is its own error entry, not a usage error
     checkpoint: Annotated[Optional[Path], typer.Option(
-        help="cncnn .safetensors checkpoint (default: newest work_dirs/**/best.safetensors).")] = None,
+        help="cncnn .safetensors checkpoint (default: newest work_dirs/**/best.safetensors), or an .onnx file from "
+             "`cncnn export`, run by onnxruntime without torch.")] = None,
     topk: Annotated[int, typer.Option(min=1, help="How many classes to show per image.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -36,7 +41,16 @@ def predict(
         "--jsonl", help="One JSON object per image on stdout, written as each batch finishes.")] = False,
     out: Annotated[Optional[Path], typer.Option(
         help="Also stream the results into this .jsonl or .csv file (into FILE.part, renamed to FILE once complete; "
-             "Ctrl-C keeps the .part).", show_default=False)] = None,
+             "Ctrl-C keeps the .part).", show_default=False, callback=file_path)] = None,
+    gallery: Annotated[Optional[Path], typer.Option(
+        help="Rank by cosine similarity to the class means of this gallery (`cncnn gallery build`); scores are "
+             "similarities.", show_default=False, callback=file_path)] = None,
+    gallery_mode: Annotated[str, typer.Option(
+        help="extend: the checkpoint's classes and the gallery's, compared alike; replace: the gallery's alone.")]
+        = "extend",
+    unknown_threshold: Annotated[Optional[float], typer.Option(
+        help="With --gallery: report an image whose best similarity is below this as unknown (default: the "
+             "gallery's fitted threshold, if any).", show_default=False)] = None,
     compile: CompileOption = False,
     max_pixels: MaxPixelsOption = None,
     plugin: PluginOption = None,
@@ -53,13 +67,33 @@ def predict(
         raise CncnnError(f"--out {out}: expected a .jsonl or .csv file")
     if out is not None and out.is_dir():
         raise CncnnError(f"--out {out} is a folder; give a .jsonl or .csv file, e.g. {out / 'predictions.jsonl'}")
-    setup(plugin, max_pixels)
-    from cncnn_cli.apis.inference import Predictor
+    if out is not None:
+        refuse_own_input(out, [*inputs, *([checkpoint] if checkpoint else [])], "--out")
+    from cncnn_cli.data.images import is_folder, set_max_pixels
+    from cncnn_cli.deploy.onnx_runtime import OnnxPredictor, is_onnx, refuse_options
     from cncnn_cli.utils.progress import progress
 
+    exported = checkpoint is not None and is_onnx(checkpoint)  # onnxruntime and numpy: torch is never imported
+    if exported:  # no plugins to register: they are parts of torch models
+        refuse_options(checkpoint, device, {"--gallery": gallery, "--compile": compile, "--plugin": plugin})
+        set_max_pixels(max_pixels)
+    else:
+        setup(plugin, max_pixels)
     _refuse_only_empty_folders(inputs)
-    predictor = Predictor.from_checkpoint(checkpoint or default_checkpoint(), device=device, compile=compile)
-    total = None if any(path == Path("-") or path.is_dir() for path in inputs) else len(inputs)
+    if gallery is None and (unknown_threshold is not None or gallery_mode != "extend"):
+        option = "--unknown-threshold" if unknown_threshold is not None else "--gallery-mode"
+        raise CncnnError(f"{option} applies to gallery predictions: also give --gallery G")
+    if exported:
+        predictor = OnnxPredictor.from_file(checkpoint)
+    else:
+        from cncnn_cli.apis.inference import Predictor
+
+        predictor = Predictor.from_checkpoint(checkpoint or default_checkpoint(), device=device, compile=compile)
+    if gallery is not None:
+        from cncnn_cli.apis.gallery import GalleryPredictor, load_gallery
+
+        predictor = GalleryPredictor(predictor, load_gallery(gallery), gallery_mode, unknown_threshold, gallery)
+    total = None if any(path == Path("-") or is_folder(path) for path in inputs) else len(inputs)
     failed = done = 0
     out_file = None
     try:
@@ -80,7 +114,8 @@ def predict(
                     kept.append(result)
                 if result.error is not None:
                     failed += 1
-                    err_console.print(f"error: {result.error}", markup=False, highlight=False, soft_wrap=True)
+                    err_console.print(f"error: {output_text(result.error)}", markup=False, highlight=False,
+                                      soft_wrap=True)
                 bar.advance()
         if out_file is not None:
             out_file.commit()
@@ -94,7 +129,7 @@ def predict(
             out_file.discard()
         raise
     if as_json:
-        typer.echo(json.dumps([r.to_json() for r in kept], indent=2))
+        typer.echo(json.dumps(output_value([r.to_json() for r in kept]), indent=2))
     elif kept is not None:
         _print_table(kept)
     if out is not None:
@@ -123,9 +158,21 @@ def _refuse_only_empty_folders(inputs: list[Path]) -> None:
     (An empty folder among other inputs is an error entry in its place instead, like a missing file.)"""
     from cncnn_cli.data.images import iter_images
 
-    if inputs and all(path != Path("-") and path.is_dir() for path in inputs) \
-            and not any(next(iter_images(path), None) is not None for path in inputs):
+    from cncnn_cli.data.images import is_folder
+
+    if inputs and all(path != Path("-") and is_folder(path) for path in inputs) \
+            and not any(_has_images(path) for path in inputs):
         raise CncnnError(_no_images(inputs))
+
+
+def _has_images(folder: Path) -> bool:
+    """Whether walking ``folder`` finds an image; a folder that cannot be listed counts (as its error entry)."""
+    from cncnn_cli.data.images import ImageReadError, iter_images
+
+    try:
+        return next(iter_images(folder), None) is not None
+    except ImageReadError:
+        return True
 
 
 def _no_images(folders: list[Path]) -> str:
@@ -138,17 +185,23 @@ def _no_images(folders: list[Path]) -> str:
 def _images(inputs: Iterable[Path]) -> Iterator:
     """Every image path, lazily: folders walked as they are reached, ``-`` read from stdin line by line;
     an empty folder becomes an error entry (a ``Prediction``) in its place."""
-    from cncnn_cli.apis.inference import Prediction
-    from cncnn_cli.data.images import iter_images
+    from cncnn_cli.data.images import ImageReadError, is_folder, iter_images
+    from cncnn_cli.deploy.predictions import Prediction
 
     for path in inputs:
         if path == Path("-"):
+            if isinstance(sys.stdin, io.TextIOWrapper):  # names that are not UTF-8 come through as they are
+                sys.stdin.reconfigure(errors="surrogateescape")
             yield from (Path(line.rstrip("\r\n")) for line in sys.stdin if line.strip())
-        elif path.is_dir():
+        elif is_folder(path):
             found = False
-            for image in iter_images(path):
-                found = True
-                yield image
+            try:
+                for image in iter_images(path):
+                    found = True
+                    yield image
+            except ImageReadError as exc:  # the folder cannot be listed: its error entry
+                yield Prediction(image=str(path), error=str(exc))
+                continue
             if not found:  # an error entry in its place, like a missing file's
                 yield Prediction(image=str(path), error=_no_images([path]))
         else:
@@ -160,7 +213,7 @@ class _JsonLines:
         self.stream = stream
 
     def write(self, result) -> None:
-        self.stream.write(json.dumps(result.to_json()) + "\n")
+        self.stream.write(json.dumps(output_value(result.to_json())) + "\n")
         self.stream.flush()
 
 
@@ -176,7 +229,7 @@ class _CsvRows:
     def write(self, result) -> None:
         cells = [cell for p in result.predictions for cell in (p["label"], f"{p['score']:.6f}")]
         cells += [""] * (2 * self.topk - len(cells))
-        self.writer.writerow([result.image, *cells, result.error or ""])
+        self.writer.writerow(output_value([result.image, *cells, result.error or ""]))
         self.stream.flush()
 
 
@@ -230,6 +283,11 @@ class _PartFile:
         raise write_error(self.out, exc, instead="choose another --out") from None
 
 
+def _plain(value: str) -> Text:
+    """A file or class name for the table: never read as rich markup (``[red]`` in a name stays text)."""
+    return Text(output_text(value))
+
+
 def _print_table(results) -> None:
     table = Table(title="cncnn predict")
     table.add_column("image", overflow="fold")
@@ -238,9 +296,13 @@ def _print_table(results) -> None:
     table.add_column("score", justify="right")
     for result in results:
         if result.error is not None:
-            table.add_row(result.image, "-", "[red]unreadable[/red]", "")
+            table.add_row(_plain(result.image), "-", "[red]unreadable[/red]", "")
             continue
+        if result.unknown:
+            table.add_row(_plain(result.image), "-", "[yellow]unknown[/yellow] (far from every class)", "")
         for rank, p in enumerate(result.predictions, 1):
-            table.add_row(result.image if rank == 1 else "", str(rank), p["label"], f"{p['score']:.4f}",
+            table.add_row(_plain(result.image) if rank == 1 and not result.unknown else "", str(rank),
+                          _plain(p["label"]),
+                          f"{p['score']:.4f}",
                           end_section=rank == len(result.predictions))
     out_console.print(table)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cncnn_cli.errors import CncnnError
+from cncnn_cli.utils.textio import read_text_file
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -44,24 +45,53 @@ def resolve_recipe(recipe: str | Path) -> Path:
 
 
 def load_recipe(recipe: str | Path) -> "Config":
-    """Load a recipe file with mmengine (``lazy_import=False``: see MMENGINE-NOTES.md)."""
+    """Load a recipe file with mmengine (``lazy_import=False``: docs/mmengine.md, 'Configs')."""
     from mmengine.config import Config
 
     path = resolve_recipe(recipe)
-    if path.suffix == ".py":  # mmengine parses a temporary copy, and its syntax errors name that copy
-        try:
-            ast.parse(path.read_text(encoding="utf-8"), str(path))
-        except SyntaxError as exc:
-            raise CncnnError(f"recipe {path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    if path.suffix == ".py":  # mmengine parses a temporary copy, and its errors name that copy
+        _check_source(path)
     try:
         return Config.fromfile(str(path), lazy_import=False)
     except Exception as exc:
         raise CncnnError(f"recipe {path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
 
 
+def _check_source(path: Path, seen: frozenset[Path] = frozenset()) -> None:
+    """Read ``path`` and the ``_base_`` recipes it names as UTF-8 Python, each failure one line naming its file.
+
+    mmengine reads them with ``encoding='utf-8'`` and reports neither the file nor the position.
+    """
+    seen = seen | {path.resolve()}
+    for base in _bases(_parse(path)):
+        base_path = (path.parent / base).resolve()
+        if base_path.suffix == ".py" and base_path.is_file() and base_path not in seen:
+            _check_source(base_path, seen)
+
+
+def _parse(path: Path) -> ast.Module:
+    try:
+        return ast.parse(read_text_file(path, "recipe"), str(path))
+    except SyntaxError as exc:
+        raise CncnnError(f"recipe {path}:{exc.lineno}: syntax error: {exc.msg}") from None
+
+
+def _bases(tree: ast.Module) -> list[str]:
+    """The literal file names of a recipe's ``_base_ = ...`` (one name or a list of them)."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            names = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+            return [name for name in names if isinstance(name, str)]
+    return []
+
+
 def recipe_summary(path: Path) -> str:
     """The first comment line of a recipe: its one-line description in ``cncnn recipes``."""
-    for line in path.read_text().splitlines():
+    for line in read_text_file(path, "recipe").splitlines():
         if line.startswith("#"):
             return line.lstrip("# ").strip()
     return ""

@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import mmengine.optim  # noqa: F401  (fills the optimizer and scheduler registries below)
+import mmengine.visualization  # noqa: F401  (fills the VISBACKENDS registry below)
 from mmengine.config import Config, DictAction
 from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS, VISBACKENDS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cncnn_cli.engine.batching import plan_batch
-from cncnn_cli.engine.sync_bn import sync_bn_applies
-from cncnn_cli.engine.trackers import BACKEND_TYPES, check_installed, resolve_backends, with_flags
 from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.config.defaults import DEFAULT_WORKERS
+from cncnn_cli.config.flags import FLAG_BY_NAME, FLAGS, Flag, check_either
 from cncnn_cli.config.recipes import load_recipe
+from cncnn_cli.config.trackers import BACKEND_TYPES, with_flags
 from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins, lookup
 
 Size = Union[int, tuple[int, int]]
@@ -207,40 +207,63 @@ def _parse_value(option: str, raw: str) -> Any:
 
 
 def apply_flags(cfg: Config, flags: dict[str, Any]) -> None:
-    """Apply the ``cncnn train`` flags (None = not given) to the recipe config, in place."""
-    if flags.get("dataset") and flags["dataset"] != cfg.dataset.get("type"):
-        cfg.dataset = {"type": flags["dataset"], "data_root": cfg.dataset.get("data_root")}
-    simple = {
-        "data_root": ("dataset", "data_root"), "epochs": ("train_cfg", "max_epochs"),
-        "lr": ("optim_wrapper", "optimizer", "lr"),
-    }
-    for flag, path in simple.items():
-        if flags.get(flag) is not None:
-            _set(cfg, path, flags[flag])
-    if flags.get("backbone") is not None:
-        cfg.model["backbone"] = backbone_from_flag(cfg.model.get("backbone"), flags["backbone"])
-    for flag in ("batch_size", "workers", "seed", "device", "launcher", "work_dir", "fp32_precision"):
-        if flags.get(flag) is not None:
-            cfg[flag] = flags[flag]
-    _apply_exclusive(cfg, flags, "val_fraction", "val_split", off=(0.0, None))
-    _apply_exclusive(cfg, flags, "accumulate", "effective_batch", off=(1, None))
-    if flags.get("no_scale_lr"):
-        cfg.auto_scale_lr = dict(cfg.get("auto_scale_lr", {}), enable=False)
-    if flags.get("vis_backend"):
-        cfg.vis_backends = with_flags(cfg.get("vis_backends", []), flags["vis_backend"])
-    for switch in ("amp", "sync_bn", "compile", "gpu_decode"):
-        if flags.get(switch):
-            cfg[switch] = True
-    if flags.get("image_size") is not None:
-        crop = cfg.preprocess["crop"]
-        crop_side = crop if isinstance(crop, int) else crop[0]
-        resize = cfg.preprocess["resize"]
-        scale = flags["image_size"] / crop_side
-        cfg.preprocess["resize"] = (round(resize * scale) if isinstance(resize, int)
-                                    else [round(side * scale) for side in resize])
-        cfg.preprocess["crop"] = flags["image_size"]
-    if "pretrained" in flags and flags["pretrained"] != "recipe" and isinstance(cfg.model.get("backbone"), dict):
-        cfg.model["backbone"]["pretrained"] = flags["pretrained"]
+    """Apply the training flags given (:data:`~cncnn_cli.config.flags.FLAGS` by name) to the recipe
+    config, in place. ``pretrained=None`` is given: train from scratch, as ``--no-pretrained``;
+    ``pretrained="recipe"`` keeps the recipe's weights."""
+    check_either(flags)
+    for flag in FLAGS:
+        if flag.name not in flags:
+            continue
+        partner = FLAG_BY_NAME.get(flag.either or "")
+        if partner and partner.key != flag.key:  # the recipe's other way is off now
+            _set(cfg, partner.key, partner.off)
+        _APPLY.get(flag.name, _set_flag)(cfg, flag, flags[flag.name])
+
+
+def _set_flag(cfg: Config, flag: Flag, value: Any) -> None:
+    _set(cfg, flag.key, True if flag.switch else str(value) if flag.type is Path else value)
+
+
+def _set_dataset(cfg: Config, flag: Flag, name: str) -> None:
+    """Another dataset plugin starts from its own defaults; the recipe's data root stays."""
+    if name != cfg.dataset.get("type"):
+        cfg.dataset = {"type": name, "data_root": cfg.dataset.get("data_root")}
+
+
+def _set_backbone(cfg: Config, flag: Flag, name: str) -> None:
+    cfg.model["backbone"] = backbone_from_flag(cfg.model.get("backbone"), name)
+
+
+def _set_pretrained(cfg: Config, flag: Flag, weights: str | None) -> None:
+    if weights != "recipe" and isinstance(cfg.model.get("backbone"), dict):
+        cfg.model["backbone"]["pretrained"] = weights
+
+
+def _set_no_pretrained(cfg: Config, flag: Flag, on: bool) -> None:
+    _set_pretrained(cfg, flag, None)
+
+
+def _set_image_size(cfg: Config, flag: Flag, size: int) -> None:
+    """The crop becomes ``size``; the resize scales with it."""
+    crop = cfg.preprocess["crop"]
+    scale = size / (crop if isinstance(crop, int) else crop[0])
+    resize = cfg.preprocess["resize"]
+    cfg.preprocess["resize"] = round(resize * scale) if isinstance(resize, int) else [round(s * scale) for s in resize]
+    cfg.preprocess["crop"] = size
+
+
+def _set_no_scale_lr(cfg: Config, flag: Flag, on: bool) -> None:
+    _set(cfg, flag.key, False)
+
+
+def _set_vis_backend(cfg: Config, flag: Flag, names: list[str]) -> None:
+    cfg.vis_backends = with_flags(cfg.get("vis_backends", []), names)
+
+
+#: The flags that do more than put their value at their key.
+_APPLY = {"dataset": _set_dataset, "backbone": _set_backbone, "pretrained": _set_pretrained,
+          "no_pretrained": _set_no_pretrained, "image_size": _set_image_size, "no_scale_lr": _set_no_scale_lr,
+          "vis_backend": _set_vis_backend}
 
 
 #: The torchvision weights a recipe's pretrained timm trunk becomes under ``--backbone NAME`` (the paper's).
@@ -266,26 +289,22 @@ def backbone_from_flag(current: dict | None, flag: str) -> dict:
     return {**current, "type": flag}
 
 
-def _apply_exclusive(cfg: Config, flags: dict[str, Any], first: str, second: str, off: tuple) -> None:
-    """Two flags that choose one thing two ways: the one given replaces the recipe's either way."""
-    given = [name for name in (first, second) if flags.get(name) is not None]
-    if len(given) == 2:
-        raise CncnnError(f"give either --{first.replace('_', '-')} or --{second.replace('_', '-')}, not both")
-    if given:
-        cfg[first], cfg[second] = off
-        cfg[given[0]] = flags[given[0]]
-
-
-def _set(cfg: Config, path: tuple[str, ...], value: Any) -> None:
+def _set(cfg: Config, key: str, value: Any) -> None:
+    """``cfg[a][b][c] = value`` for the dotted ``key`` ``a.b.c``; a missing section becomes a dict."""
+    *path, last = key.split(".")
     node = cfg
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
+    for part in path:
+        if part not in node:
+            node[part] = {}
+        node = node[part]
+    node[last] = value
 
 
 def resolve_config(recipe: str | Path, flags: dict[str, Any] | None = None,
                    cfg_options: list[str] | None = None) -> Config:
-    """Load, override, validate and derive; returns the config every later step uses."""
+    """Load, override, validate and derive; returns the config every later step uses.
+
+    Reads no environment: the same recipe and flags give the same config on every machine."""
     load_plugins()
     cfg = load_recipe(recipe)
     apply_flags(cfg, flags or {})
@@ -295,18 +314,20 @@ def resolve_config(recipe: str | Path, flags: dict[str, Any] | None = None,
             cfg.merge_from_dict(options)
         except Exception as exc:
             raise CncnnError(f"--cfg-options: {exc}") from None
-    validate(cfg, overrides=tuple(options))
+    given = {flag.key: flag.option for flag in FLAGS if flag.name in (flags or {})}
+    validate(cfg, overrides=tuple(options), flags=given)
     derive(cfg)
     return cfg
 
 
-def validate(cfg: Config, overrides: tuple[str, ...] = ()) -> None:
-    """Check every key and value; ``overrides`` are the ``--cfg-options`` keys, which an error blames instead of the recipe."""
+def validate(cfg: Config, overrides: tuple[str, ...] = (), flags: dict[str, str] | None = None) -> None:
+    """Check every key and value. An error blames what set the value: a ``--cfg-options`` key of
+    ``overrides`` (applied last), else the flag ``flags`` names for its key, else the recipe."""
     data = {k: v for k, v in cfg.to_dict().items() if k != "_base_"}
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise CncnnError(_explain(exc, cfg.filename, overrides)) from None
+        raise CncnnError(_explain(exc, cfg.filename, overrides, flags or {})) from None
     for name in Recipe.model_fields:  # fill in the defaults of optional keys
         if name not in cfg:
             cfg[name] = getattr(recipe, name)
@@ -319,7 +340,6 @@ def validate(cfg: Config, overrides: tuple[str, ...] = ()) -> None:
     _check_part(OPTIMIZERS, cfg.optim_wrapper["optimizer"], "optim_wrapper.optimizer", auto=("params",))
     for index, backend in enumerate(cfg.vis_backends):
         _check_part(VISBACKENDS, backend, f"vis_backends.{index}", auto=("save_dir", "name"))
-    check_installed(cfg.vis_backends)
 
 
 def validate_schedulers(cfg: Config) -> None:
@@ -388,14 +408,20 @@ def _constructor_parameters(target) -> dict[str, inspect.Parameter]:
 _UNION_MEMBERS = {"int", "float", "str", "bool", "tuple", "list", "dict", "none"}
 
 
-def _explain(exc: ValidationError, filename: str | None, overrides: tuple[str, ...] = ()) -> str:
+def _explain(exc: ValidationError, filename: str | None, overrides: tuple[str, ...] = (),
+             flags: dict[str, str] | None = None) -> str:
     error = exc.errors()[0]
     loc = list(error["loc"])
     while loc and isinstance(loc[-1], str) and loc[-1].split("[")[0] in _UNION_MEMBERS:
         loc.pop()
     location = ".".join(str(part) for part in loc)
-    given = [key for key in overrides if location == key or location.startswith(f"{key}.") or key.startswith(f"{location}.")]
-    source = f" (--cfg-options {given[0]})" if given else f" (recipe {filename})" if filename else ""
+    def covers(key: str) -> bool:
+        return location == key or location.startswith(f"{key}.") or key.startswith(f"{location}.")
+
+    given = [key for key in overrides if covers(key)]
+    flag = next((name for key, name in (flags or {}).items() if covers(key)), None)
+    source = (f" (--cfg-options {given[0]})" if given else f" ({flag})" if flag
+              else f" (recipe {filename})" if filename else "")
     if error["type"] == "extra_forbidden":
         parent = _fields_at(error["loc"][:-1])
         close = difflib.get_close_matches(str(error["loc"][-1]), parent, n=1)
@@ -418,9 +444,11 @@ def _fields_at(loc: tuple) -> list[str]:
 
 
 def derive(cfg: Config) -> None:
-    """Values that follow from others, computed after every override (MMENGINE-NOTES.md)."""
-    plan_batch(cfg)  # an --effective-batch that the batch and processes cannot make fails here, early
-    cfg.sync_bn = sync_bn_applies(cfg)
+    """Values that follow from others, computed after every override (docs/mmengine.md, 'Configs').
+
+    Only from the config itself: what depends on the machine and the environment (processes,
+    device, SyncBN, the trackers' packages and URIs) is the engine's run plan
+    (``cncnn_cli/engine/plan.py``), so the config saved with a run is the user's."""
     epochs = cfg.train_cfg["max_epochs"]
     for scheduler in cfg.param_scheduler:
         if scheduler.get("by_epoch", True):
@@ -429,4 +457,3 @@ def derive(cfg: Config) -> None:
             if scheduler.get("type") in ("CosineAnnealingLR", "CosineAnnealingParamScheduler"):
                 scheduler.setdefault("T_max", scheduler["end"] - scheduler["begin"])
     validate_schedulers(cfg)
-    cfg.vis_backends = resolve_backends(cfg.vis_backends)

@@ -190,5 +190,6 @@ def _unlisted(datasets: list[FineGrainedDataset]) -> list[str]:
     """Image files in the datasets' image folders that no annotation of any split mentions."""
     folders = {os.path.normpath(folder) for dataset in datasets for folder in dataset.image_dirs}
     listed = {os.path.normpath(path) for dataset in datasets for path in dataset.listed_files()}
-    on_disk = {os.path.normpath(path) for folder in folders if os.path.isdir(folder) for path in find_images(folder)}
+    on_disk = {os.path.normpath(path) for folder in folders if os.path.isdir(folder)
+               for path in find_images(folder, named=False)}
     return sorted(on_disk - listed)

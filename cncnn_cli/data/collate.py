@@ -25,7 +25,7 @@ def collate(batch: list[dict[str, Any] | None]) -> dict[str, Any]:
     callers skip a batch whose ``inputs.shape[0] == 0``.
     """
     items = [item for item in batch if item is not None]
-    # dropped (evaluation) or replaced by another image (training: engine.data.SeededAugmentation)
+    # dropped (evaluation) or replaced by another image (training: engine.sampling.SeededAugmentation)
     skipped = len(batch) - len(items) + sum(bool(item.get("replaced")) for item in items)
     if not items:
         return {

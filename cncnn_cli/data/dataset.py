@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 from cncnn_cli.errors import CncnnError, first_line
-from cncnn_cli.data.images import ImageReadError, load_rgb, open_checked
+from cncnn_cli.data.images import ImageReadError, load_rgb, open_checked, read_image_file
 from cncnn_cli.registry import DATASETS, load_plugins, lookup
+from cncnn_cli.utils.textio import read_text_file
 
 if TYPE_CHECKING:  # download.py reads the registry through this module
     from cncnn_cli.data.download import Archive
@@ -44,8 +45,7 @@ def decode(path: str, as_tensor: bool) -> Image.Image | torch.Tensor:
     """
     if as_tensor and decode_jpeg is not None and path.lower().endswith(JPEG_SUFFIXES):
         try:
-            with open(path, "rb") as file:
-                raw = file.read()
+            raw = read_image_file(path)  # a FIFO or device is refused, never opened
             open_checked(Path(path), raw).close()  # the pixel limit, from the header, before decoding
             data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
             with warnings.catch_warnings():
@@ -156,7 +156,7 @@ class FineGrainedDataset(torch.utils.data.Dataset):
         """
         path = self.samples[index][0]
         load_rgb(path)
-        with Image.open(path) as header:
+        with open_checked(Path(path)) as header:
             return header.mode, header.size
 
 
@@ -169,7 +169,7 @@ def dataset_dir(data_root: str | Path, folder: str, markers: tuple[str, ...]) ->
     root = Path(data_root).expanduser()
     if not root.is_dir():
         raise CncnnError(f"data root {root} is not a directory: pass --data-root with the extracted "
-                         f"dataset folder or its parent (README, Datasets)")
+                         f"dataset folder or its parent (docs/datasets.md)")
     if root.name == folder or any((root / marker).exists() for marker in markers):
         return root
     return root / folder if (root / folder).is_dir() else root
@@ -188,14 +188,13 @@ def require(path: Path, dataset: str, layout: str) -> Path:
 def read_pairs(path: Path) -> dict[int, str]:
     """Parse a CUB-style ``<id> <value>`` file into ``{id: value}``."""
     pairs = {}
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            key, _, value = line.strip().partition(" ")
-            if not key.isdigit() or not value:
-                raise CncnnError(f"{path}:{number}: expected '<id> <value>', got {line.strip()!r}")
-            pairs[int(key)] = value
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ")
+        if not key.isdigit() or not value:
+            raise CncnnError(f"{path}:{number}: expected '<id> <value>', got {line.strip()!r}")
+        pairs[int(key)] = value
     return pairs
 
 

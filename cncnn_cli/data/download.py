@@ -20,7 +20,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cncnn_cli import __version__
@@ -34,6 +34,8 @@ CHUNK = 1 << 20
 #: Seconds without a byte before a connection counts as dropped (the .part file is kept).
 TIMEOUT_S = 60
 SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Published files that are used as they are, not extracted.
+COPIED_SUFFIXES = (".mat",)
 #: Why tarfile's ``data`` filter refused a member, in the user's terms (its own text names the
 #: temporary folder extraction goes into, not the root the user chose).
 UNSAFE_MEMBER = {
@@ -48,12 +50,25 @@ UNSAFE_MEMBER = {
 @dataclass(frozen=True)
 class Archive:
     """One published file of a dataset: its name, where it is published (``None``: nowhere any
-    more), its size in bytes and its sha256. Dataset classes list theirs in ``archives``."""
+    more), its size in bytes and its sums (``None`` where no source publishes one; some sources
+    publish only an md5). Dataset classes list theirs in ``archives``."""
 
     name: str
     url: str | None
-    size: int
-    sha256: str
+    size: int | None
+    sha256: str | None
+    md5: str | None = None
+    #: The folder under the download root it is extracted into (a file that is no archive is copied there).
+    into: str = ""
+
+    def sums(self) -> dict[str, str]:
+        """The published sums by algorithm name: what a file must match to be this one."""
+        return {kind: value for kind, value in (("sha256", self.sha256), ("md5", self.md5)) if value}
+
+    def matches(self, sums: dict[str, str]) -> bool:
+        """Whether a file with these ``sums`` is this one (every published sum agrees)."""
+        published = self.sums()
+        return bool(published) and all(sums.get(kind) == value for kind, value in published.items())
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,8 @@ class Verdict:
     path: Path
     sha256: str
     size: int
-    #: The published file with this sha256, if any.
+    md5: str
+    #: The published file with these sums, if any.
     match: Archive | None
     #: The published file of the same name, if any (for a mismatch: what it should have been).
     namesake: Archive | None
@@ -74,13 +90,14 @@ class Verdict:
 
     def line(self) -> str:
         if self.match is not None:
-            return f"OK        {self.path}: {self.match.name}, sha256 as published"
+            return f"OK        {self.path}: {self.match.name}, {' and '.join(self.match.sums())} as published"
         if self.namesake is not None:
-            sizes = "" if self.size == self.namesake.size else \
+            sizes = "" if self.namesake.size in (None, self.size) else \
                 f"; {self.size:,} bytes, published {self.namesake.size:,}"
-            return (f"MISMATCH  {self.path}: sha256 {self.sha256}, published {self.namesake.sha256} "
+            kind = "sha256" if self.namesake.sha256 else "md5"
+            return (f"MISMATCH  {self.path}: {kind} {getattr(self, kind)}, published {getattr(self.namesake, kind)} "
                     f"for {self.namesake.name}{sizes}")
-        return f"UNKNOWN   {self.path}: sha256 {self.sha256} is not the sum of any published file"
+        return f"UNKNOWN   {self.path}: sha256 {self.sha256} (md5 {self.md5}) is not the sum of any published file"
 
 
 def published_archives(name: str) -> tuple[Archive, ...]:
@@ -91,58 +108,50 @@ def published_archives(name: str) -> tuple[Archive, ...]:
     return archives
 
 
-def download_dataset(name: str, root: str | Path, source: str | None = None, sha256: str | None = None) -> list[Path]:
-    """Fetch dataset ``name``'s archive (or take it from ``source``), verify it, extract it into ``root``.
+def download_dataset(
+    name: str, root: str | Path, sources: list[str] | tuple[str, ...] = (), sha256: str | None = None
+) -> list[Path]:
+    """Fetch dataset ``name``'s published files (or take them from ``sources``), verify and extract them into ``root``.
 
-    ``source`` is a mirror URL or an archive already on disk; ``sha256`` replaces the published
-    sum for a mirror that repackaged the archive. Returns the extracted top-level paths. An
-    archive already downloaded, verified and extracted there is neither fetched nor extracted again.
+    Each of ``sources`` is a mirror URL or a file already on disk, standing in for the
+    published file of the same name (any name when the dataset publishes one file). ``sha256``
+    replaces the published sum: of the one archive, or, for a dataset of several files, of
+    the one repackaged copy given as the source. Returns the extracted top-level paths. A file
+    already downloaded, verified and extracted there is neither fetched nor extracted again.
     """
-    archive = _downloadable(name)
-    expected = _expected_sum(archive, sha256)
+    plan = _plan(name, list(sources), sha256)
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    done = _already_extracted(root, archive, expected)
-    if done:
-        say(f"{archive.name}: already downloaded, verified and extracted in {root}; nothing fetched")
-        return done
-    local = _local_file(source)
-    path = local or _fetch_once(source or archive.url, root / archive.name)
-    actual = file_sha256(path)
-    if actual != expected:
-        if local is None:
-            path.unlink()  # so that the next run fetches it afresh
-        raise _mismatch(path, archive, expected, actual, downloaded=local is None)
-    say(f"{path}: sha256 verified; extracting into {root}")
-    entries = extract(path, root)
-    with atomic_write(_marker(root, archive)) as tmp:
-        tmp.write_text(json.dumps({"sha256": expected, "entries": [entry.name for entry in entries]}))
-    return entries
+    return [entry for archive, source in plan for entry in _install(archive, source, root)]
 
 
 def verify_files(name: str, paths: list[Path]) -> list[Verdict]:
-    """Compare each of ``paths`` with dataset ``name``'s published files by sha256 (any file name)."""
+    """Compare each of ``paths`` with dataset ``name``'s published files by their sums (any file name)."""
     archives = published_archives(name)
     missing = [path for path in paths if not Path(path).is_file()]
     if missing:
         raise CncnnError(f"{missing[0]}: no such file")
-    by_sum = {archive.sha256: archive for archive in archives}
     by_name = {archive.name: archive for archive in archives}
     verdicts = []
     for path in map(Path, paths):
-        digest = file_sha256(path)
-        verdicts.append(Verdict(path, digest, path.stat().st_size, by_sum.get(digest), by_name.get(path.name)))
+        sums = file_sums(path)
+        match = next((archive for archive in archives if archive.matches(sums)), None)
+        verdicts.append(Verdict(path, sums["sha256"], path.stat().st_size, sums["md5"], match, by_name.get(path.name)))
     return verdicts
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of ``path``, with a progress display (the archives take a while to read)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file, progress(f"sha256 {path.name}", total=path.stat().st_size, unit="B") as bar:
+def file_sums(path: Path) -> dict[str, str]:
+    """The sha256 and md5 of ``path`` in one read, with a progress display (the archives take a while).
+
+    Both, because the sources differ: torchvision and the iNaturalist README publish md5s, TFDS sha256s.
+    """
+    digests = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+    with open(path, "rb") as file, progress(f"checksum {path.name}", total=path.stat().st_size, unit="B") as bar:
         while chunk := file.read(CHUNK):
-            digest.update(chunk)
+            for digest in digests.values():
+                digest.update(chunk)
             bar.advance(len(chunk))
-    return digest.hexdigest()
+    return {kind: digest.hexdigest() for kind, digest in digests.items()}
 
 
 def fetch(url: str, target: Path) -> Path:
@@ -207,25 +216,95 @@ def extract(archive: Path, root: Path) -> list[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _downloadable(name: str) -> Archive:
-    """The one archive of ``name`` that has a URL, or an error saying where copies come from."""
-    archives = [archive for archive in published_archives(name) if archive.url]
-    if not archives:
+def _plan(name: str, sources: list[str], sha256: str | None) -> list[tuple[Archive, str | None]]:
+    """Each file to install and where it comes from (``None``: its published URL)."""
+    archives = published_archives(name)
+    if sha256 is not None:
+        sha256 = _checked_sum(sha256)
+        if len(archives) == 1:
+            if len(sources) > 1:
+                raise CncnnError(f"dataset '{name}' publishes one archive; give one --from")
+            archive = archives[0]
+            if sha256 != archive.sha256:
+                published = f", not the published {archive.sha256}" if archive.sha256 else ""
+                say(f"--sha256: checking {archive.name} against {sha256}{published}")
+            return [(replace(archive, sha256=sha256, md5=None), sources[0] if sources else None)]
+        if len(sources) != 1:
+            raise CncnnError(f"--sha256 checks one repackaged copy of all of {name}, given with --from FILE_OR_URL; "
+                             f"its published files ({', '.join(a.name for a in archives)}) have sums of their own")
+        return [(Archive(_source_name(sources[0]), sources[0], None, sha256), sources[0])]
+    by_name = {archive.name: archive for archive in archives}
+    chosen: dict[str, str] = {}
+    for source in sources:
+        archive = archives[0] if len(archives) == 1 else by_name.get(_source_name(source))
+        if archive is None:
+            raise CncnnError(f"--from {source}: not one of the files {name} publishes ({', '.join(by_name)}); give "
+                             f"each under its published name, or a repackaged copy of all of it with --sha256 SUM")
+        if archive.name in chosen:
+            raise CncnnError(f"--from {source}: {archive.name} is already given ({chosen[archive.name]})")
+        chosen[archive.name] = source
+    if any(archive.url is None and archive.name not in chosen for archive in archives):
         note = getattr(dataset_class(name), "download_note", "")
         raise CncnnError(note or f"dataset '{name}' has no official download")
-    if len(archives) > 1:
-        raise CncnnError(f"dataset '{name}' publishes {len(archives)} archives; cncnn data download takes one")
-    return archives[0]
+    return [(archive, chosen.get(archive.name)) for archive in archives]
 
 
-def _expected_sum(archive: Archive, sha256: str | None) -> str:
-    if sha256 is None:
-        return archive.sha256
+def _install(archive: Archive, source: str | None, root: Path) -> list[Path]:
+    """Fetch or take one file, verify it against its published sums, extract or copy it into place."""
+    target = root / archive.into
+    published = archive.sums()
+    done = _already_extracted(root, archive, published)
+    if done:
+        say(f"{archive.name}: already downloaded, verified and extracted in {root}; nothing fetched")
+        return done
+    local = _local_file(source)
+    path = local or _fetch_once(source or archive.url, root / archive.name)
+    actual = file_sums(path)
+    if published and not archive.matches(actual):
+        if local is None:
+            path.unlink()  # so that the next run fetches it afresh
+        raise _mismatch(path, archive, actual, downloaded=local is None)
+    if published:
+        say(f"{path}: {' and '.join(published)} verified; extracting into {target}")
+    else:
+        done = _already_extracted(root, archive, {"sha256": actual["sha256"]})
+        if done:
+            say(f"{archive.name}: already extracted in {root} from this very file; nothing extracted")
+            return done
+        say(f"{path}: no checksum is published for {archive.name}, so it cannot be verified (sha256 "
+            f"{actual['sha256']}); extracting into {target}")
+    target.mkdir(parents=True, exist_ok=True)
+    entries = extract(path, target) if _is_archive(archive.name) else [_place(path, target / archive.name)]
+    with atomic_write(_marker(root, archive)) as tmp:
+        tmp.write_text(json.dumps({"sums": published or {"sha256": actual["sha256"]},
+                                   "entries": [entry.relative_to(root).as_posix() for entry in entries]}))
+    return entries
+
+
+def _is_archive(name: str) -> bool:
+    """Whether a file is extracted: all but the published ``.mat`` files (Flowers-102's), which are copied."""
+    return not name.endswith(COPIED_SUFFIXES)
+
+
+def _place(path: Path, destination: Path) -> Path:
+    """Copy the file ``path`` to ``destination`` (never over something there), whole or not at all."""
+    if os.path.lexists(destination):
+        raise CncnnError(f"{destination} already exists and is not from this download; move it away or choose "
+                         f"another --root, then run again")
+    with atomic_write(destination) as tmp:
+        shutil.copyfile(path, tmp)
+    return destination
+
+
+def _source_name(source: str) -> str:
+    """The file name a URL or path ends with."""
+    return Path(urllib.parse.urlparse(source).path if "://" in source else source).name
+
+
+def _checked_sum(sha256: str) -> str:
     sha256 = sha256.strip().lower()
     if not SHA256.fullmatch(sha256):
         raise CncnnError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
-    if sha256 != archive.sha256:
-        say(f"--sha256: checking {archive.name} against {sha256}, not the published {archive.sha256}")
     return sha256
 
 
@@ -279,12 +358,14 @@ def _receive(response, part: Path, offset: int, total: int | None, name: str) ->
     return received
 
 
-def _mismatch(path: Path, archive: Archive, expected: str, actual: str, downloaded: bool) -> CncnnError:
+def _mismatch(path: Path, archive: Archive, actual: dict[str, str], downloaded: bool) -> CncnnError:
     """The checksum error: bad input (2) for the user's own file, a failed run (1) for a download."""
+    kind = "sha256" if archive.sha256 else "md5"
+    found, expected = actual[kind], archive.sums()[kind]
     if not downloaded:
-        return CncnnError(f"{path}: sha256 {actual}, expected {expected} for {archive.name}; it is truncated "
+        return CncnnError(f"{path}: {kind} {found}, expected {expected} for {archive.name}; it is truncated "
                           f"or another file (a repackaged copy needs --sha256 of its own); nothing was extracted")
-    return CncnnError(f"{archive.name}: sha256 {actual}, expected {expected}; the download is truncated or "
+    return CncnnError(f"{archive.name}: {kind} {found}, expected {expected}; the download is truncated or "
                       f"altered, so it was deleted and nothing was extracted; run again to fetch it afresh",
                       exit_code=1)
 
@@ -293,13 +374,15 @@ def _marker(root: Path, archive: Archive) -> Path:
     return root / f".{archive.name}.extracted"
 
 
-def _already_extracted(root: Path, archive: Archive, expected: str) -> list[Path]:
-    """The paths an earlier run extracted from this very archive (same sum), if they are all still there."""
+def _already_extracted(root: Path, archive: Archive, sums: dict[str, str]) -> list[Path]:
+    """The paths an earlier run extracted from a file with these very ``sums``, if they are all still there."""
+    if not sums:
+        return []
     try:
         record = json.loads(_marker(root, archive).read_text())
     except (OSError, ValueError):
         return []
     entries = [root / name for name in record.get("entries", [])]
-    if record.get("sha256") != expected or not entries or not all(os.path.lexists(e) for e in entries):
+    if record.get("sums") != sums or not entries or not all(os.path.lexists(e) for e in entries):
         return []
     return entries

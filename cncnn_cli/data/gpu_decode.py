@@ -30,7 +30,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cncnn_cli.data.dataset import FineGrainedDataset, Sample
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.data.images import open_checked
+from cncnn_cli.data.images import ImageReadError, open_checked, read_image_file
 from cncnn_cli.data.transforms import size_pair
 
 #: EXIF tag 0x0112: nvJPEG cannot apply the rotation the CPU decoder applies.
@@ -139,9 +139,8 @@ class JpegBytes(torch.utils.data.Dataset):
         if self.on_device:
             path, label = self.dataset.samples[index]
             try:
-                with open(path, "rb") as file:
-                    raw = file.read()
-            except OSError:
+                raw = read_image_file(path)  # a FIFO or device is refused, never opened
+            except ImageReadError:
                 raw = b""  # the dataset's own path names the problem
             size = jpeg_size(raw, path)
             if size is not None:

@@ -5,21 +5,13 @@ the model's data preprocessor, so the loader moves 4× fewer bytes.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torchvision.transforms import v2
 
+from cncnn_cli.deploy.preprocess import size_pair
+
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-
-
-def size_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    """``448`` → ``(448, 448)``; ``[h, w]`` stays. Recipes mean a square resize by a single int."""
-    if isinstance(size, int):
-        return (size, size)
-    height, width = size
-    return (int(height), int(width))
 
 
 def build_transform(preprocess: dict, train: bool) -> v2.Compose:

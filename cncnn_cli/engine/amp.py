@@ -40,8 +40,9 @@ class Bf16OptimWrapper(OptimWrapper):
             yield
 
 
-def amp_wrapper_config(device: torch.device) -> dict:
-    """The optimizer-wrapper type (and its options) for ``--amp`` on ``device``."""
-    if autocast_dtype(device) == torch.bfloat16:
+def amp_wrapper_config(dtype: torch.dtype, device: torch.device) -> dict:
+    """The optimizer-wrapper type (and its options) for ``--amp`` in ``dtype`` (:func:`autocast_dtype`)
+    on ``device``."""
+    if dtype == torch.bfloat16:
         return {"type": "Bf16OptimWrapper", "device_type": device.type}
     return {"type": "AmpOptimWrapper", "dtype": "float16", "loss_scale": "dynamic"}

@@ -4,7 +4,8 @@
 epoch, ``best.safetensors`` when top-1 on the selection split (test, or a validation set)
 improves, and ``metrics.json``, including the final test of the best checkpoint when a
 validation set chose it; it stops the run
-on a non-finite loss and saves-then-stops on Ctrl-C/SIGTERM. ``ConsoleHook`` draws a rich
+on a non-finite loss and saves-then-stops on Ctrl-C/SIGTERM. ``ResumeCheckHook`` refuses a
+state that does not continue the run being resumed. ``ConsoleHook`` draws a rich
 progress bar on a terminal and plain lines otherwise. Both act on rank 0 only, except
 that every rank joins the decision to stop.
 """
@@ -98,6 +99,19 @@ class WorkDirHook(Hook):
         self._checked_iters = 0
         self._epoch_start = time.perf_counter()
         self._epoch_lrs = learning_rates(runner)  # the schedulers step at the epoch's end
+        self.stop.hold()
+
+    def before_val_epoch(self, runner) -> None:
+        """Until the first batch arrives the loader may be forking its workers: they are born with the
+        stop signals held, so that a signal to the whole job cannot kill one before it is set up."""
+        self.stop.hold()
+
+    before_test_epoch = before_val_epoch
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self.stop.release()
+
+    before_val_iter = before_test_iter = before_train_iter
 
     # ------------------------------------------------------------ iterations
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -130,10 +144,14 @@ class WorkDirHook(Hook):
         value = float(self._epoch_loss)
         if _on_any_rank(not math.isfinite(value)):
             where = value if not math.isfinite(value) else "non-finite on another process"
+            saved = [str(self.work_dir / name) for name in ("last.safetensors", STATE_FILE)
+                     if (self.work_dir / name).is_file()]
+            kept = (f"{' and '.join(saved)} hold epoch {runner.epoch}, the last good one" if saved
+                    else "no epoch had finished, so there is nothing saved to resume")
             raise NonFiniteLoss(
                 f"the loss became {where} at epoch {runner.epoch + 1}, within iterations {self._checked_iters + 1}–"
-                f"{self._epoch_iters}; stopped without saving, so {self.work_dir}/last.safetensors and {STATE_FILE} "
-                f"hold the last good epoch. Lower the learning rate (--lr) or try without --amp.", exit_code=1)
+                f"{self._epoch_iters}; stopped without saving: {kept}. Lower the learning rate (--lr) or try "
+                f"without --amp.", exit_code=1)
         self._checked_iters = self._epoch_iters
         return value
 
@@ -158,6 +176,7 @@ class WorkDirHook(Hook):
 
     # ---------------------------------------------------------------- epochs
     def after_train_epoch(self, runner) -> None:
+        self.stop.release()  # also after an epoch without a batch
         epoch = runner.epoch + 1
         elapsed = max(time.perf_counter() - self._epoch_start, 1e-9)
         if is_distributed():  # every rank's images and skips, once per epoch
@@ -184,6 +203,7 @@ class WorkDirHook(Hook):
         self._write_metrics()
 
     def after_val_epoch(self, runner, metrics=None) -> None:
+        self.stop.release()
         if not metrics or runner.train_loop is None:
             return
         epoch = runner.train_loop.epoch  # already advanced past the trained epoch
@@ -212,6 +232,7 @@ class WorkDirHook(Hook):
         load_weights(model, state, self.work_dir / "best.safetensors")
 
     def after_test_epoch(self, runner, metrics=None) -> None:
+        self.stop.release()
         if metrics:
             self.metrics["test_at_best_val"] = {"epoch": self.metrics["best"]["epoch"], "split": "test",
                                                 **_rounded(metrics)}
@@ -244,7 +265,30 @@ class WorkDirHook(Hook):
         checkpoint["meta"] = {k: v for k, v in checkpoint["meta"].items() if k != "dataset_meta"}
         checkpoint["cncnn"] = {"rng": rng_state(), "sampler_skip": getattr(self, "_pending_skip", 0),
                                "max_epochs": runner.max_epochs, "batch": self.run_info["batch"],
-                               "selection": self.run_info["selection"]}
+                               "selection": self.run_info["selection"], "config": resumed_config(runner.cfg)}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Restore what the state holds beyond mmengine's (checked first by :class:`ResumeCheckHook`)."""
+        state = checkpoint["cncnn"]
+        restore_rng_state(state["rng"])
+        skip = int(state["sampler_skip"])
+        if not skip:
+            # Iterations count batches: restate the finished epochs in this run's batches, so that a
+            # run can go on with another --batch-size/--accumulate of the same effective batch.
+            checkpoint["meta"]["iter"] = checkpoint["meta"]["epoch"] * len(runner.train_dataloader)
+        runner.train_dataloader.sampler.skip = skip
+
+
+@HOOKS.register_module()
+class ResumeCheckHook(Hook):
+    """Refuses a state that does not continue this run, before the model or optimizer loads it."""
+
+    priority = "VERY_HIGH"  # before any other hook reads the loaded state
+
+    def __init__(self, batch: dict, selection: dict) -> None:
+        #: This run's batch plan (``BatchPlan.to_dict()``) and checkpoint selection, as the state saves them.
+        self.batch = batch
+        self.selection = selection
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get("cncnn")
@@ -255,33 +299,66 @@ class WorkDirHook(Hook):
                 f"this run's schedule was built for {state['max_epochs']} epochs; resuming with "
                 f"{runner.max_epochs} would not stretch the cosine schedule. Resume with --epochs "
                 f"{state['max_epochs']} (or start a new run).")
-        self._check_same_run(state)
-        restore_rng_state(state["rng"])
-        skip = int(state["sampler_skip"])
-        saved, now = state.get("batch"), self.run_info["batch"]
-        if not skip:
-            # Iterations count batches: restate the finished epochs in this run's batches, so that a
-            # run can go on with another --batch-size/--accumulate of the same effective batch.
-            checkpoint["meta"]["iter"] = checkpoint["meta"]["epoch"] * len(runner.train_dataloader)
-        elif saved and (saved["per_device"], saved["processes"]) != (now["per_device"], now["processes"]):
+        self._check_same_run(state, runner)
+        saved, now = state.get("batch"), self.batch
+        if int(state["sampler_skip"]) and saved and \
+                (saved["per_device"], saved["processes"]) != (now["per_device"], now["processes"]):
             raise CncnnError(
                 f"this run stopped mid-epoch at --batch-size {saved['per_device']} on {saved['processes']} "
                 f"process(es); resume it that way (another batch size can take over at an epoch's end)")
-        runner.train_dataloader.sampler.skip = skip
 
-    def _check_same_run(self, state: dict) -> None:
-        """A resumed run keeps its effective batch (the optimizer's saved learning rates follow
-        from it) and the images that choose its checkpoint."""
-        saved, now = state.get("batch"), self.run_info["batch"]
+    def _check_same_run(self, state: dict, runner) -> None:
+        """A resumed run keeps its model and optimizer (checked before either loads its state), its
+        effective batch (the optimizer's saved learning rates follow from it) and the images that
+        choose its checkpoint."""
+        if "config" in state:
+            differs = first_difference(state["config"], resumed_config(runner.cfg))
+            if differs is not None:
+                key, saved_value, value = differs
+                raise CncnnError(
+                    f"this run was trained with {key} = {saved_value!r}, not {value!r}: its saved state does not fit "
+                    f"that. Resume with the run's own settings (its config.py), or start a new run in another "
+                    f"--work-dir")
+        saved, now = state.get("batch"), self.batch
         if saved and saved["effective"] != now["effective"]:
             raise CncnnError(
                 f"this run trains with an effective batch of {saved['effective']} ({saved['per_device']} per device "
                 f"× {saved['processes']} process(es) × accumulate {saved['accumulate']}), and its learning rates "
                 f"follow from it; resume with flags giving {saved['effective']} again, e.g. --batch-size "
                 f"{now['per_device']} --effective-batch {saved['effective']}")
-        if state.get("selection", self.run_info["selection"]) != self.run_info["selection"]:
+        if state.get("selection", self.selection) != self.selection:
             raise CncnnError(f"this run chooses its checkpoint with {state['selection']}; resume with the same "
                              f"--val-fraction/--val-split (or start a new run)")
+
+
+#: Config keys a resumed run may change: the state replaces the pretrained weights, and the
+#: memory layout follows the device (a run may go on on another device).
+_FREE_ON_RESUME = ("model.backbone.pretrained", "model.data_preprocessor")
+
+
+def resumed_config(cfg) -> dict:
+    """The sections of a run's config its saved state depends on: the model and the optimizer."""
+    return {key: cfg[key].to_dict() for key in ("model", "optim_wrapper")}
+
+
+def first_difference(saved, now, key: str = "") -> tuple[str, object, object] | None:
+    """The first dotted key whose value differs between two nested configs, with both values
+    (``None`` for a key that one side lacks); ``None`` when they are the same."""
+    if key in _FREE_ON_RESUME:
+        return None
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for name in [*saved, *(name for name in now if name not in saved)]:
+            found = first_difference(saved.get(name), now.get(name), f"{key}.{name}" if key else str(name))
+            if found is not None:
+                return found
+        return None
+    if isinstance(saved, (list, tuple)) and isinstance(now, (list, tuple)) and len(saved) == len(now):
+        for index, (a, b) in enumerate(zip(saved, now)):
+            found = first_difference(a, b, f"{key}.{index}")
+            if found is not None:
+                return found
+        return None
+    return None if saved == now else (key, saved, now)
 
 
 def _detached(value) -> torch.Tensor | float:

@@ -35,6 +35,13 @@ def process_rank(launcher: str) -> int:
     return int(os.environ.get("RANK", "0")) if launcher == "pytorch" else 0
 
 
+def local_rank(launcher: str) -> int:
+    """This process's place on its node (torchrun's LOCAL_RANK, srun's SLURM_LOCALID): its GPU."""
+    if launcher == "slurm":
+        return int(slurm_environment(os.environ)["LOCAL_RANK"])
+    return int(os.environ.get("LOCAL_RANK", "0")) if launcher == "pytorch" else 0
+
+
 def export_slurm_environment() -> None:
     """Give torch (and mmengine) the variables of this Slurm task, before the process group is made."""
     os.environ.update(slurm_environment(os.environ))

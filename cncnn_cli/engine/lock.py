@@ -2,7 +2,8 @@
 
 The kernel releases a ``flock`` when its process ends, however it ends, so a run killed
 with ``kill -9`` never blocks the next one. The lock file names the holder (pid and
-command line) for the message a second run gets.
+command line) for the message a second run gets. It stays when the run ends, and so marks the
+folder as a cncnn work dir (``workdir.py``).
 """
 from __future__ import annotations
 

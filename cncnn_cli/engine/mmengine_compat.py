@@ -1,6 +1,6 @@
 """Every use of mmengine internals, and every change cncnn makes to mmengine's behaviour, in one place.
 
-Verified against mmengine 0.10.7 (the newest release; see ../shared/MMENGINE-NOTES.md). A new
+Verified against mmengine 0.10.7 (the newest release; see docs/mmengine.md). A new
 mmengine release is checked here first.
 """
 from __future__ import annotations

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import time
 import sys
@@ -12,23 +11,22 @@ import mmengine
 import torch
 import torchvision
 from mmengine.config import Config
-from mmengine.dist import is_main_process
 from mmengine.runner import Runner, set_random_seed
 
 from cncnn_cli import __version__
 from cncnn_cli.data import gpu_decode
 from cncnn_cli.weights.checkpoint import Checkpoint
-from cncnn_cli.utils.device import resolve_device
 from cncnn_cli.engine import amp
 from cncnn_cli.engine.mmengine_compat import mmengine_loggers, no_config_dump, place_mmengine_on
-from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr, plan_batch
+from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr
 from cncnn_cli.engine.sampling import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
-from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, WorkDirHook  # also registers DeferredRuntimeInfoHook
+from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, ResumeCheckHook, WorkDirHook  # also registers DeferredRuntimeInfoHook
 from cncnn_cli.engine.loader import loader_config
 from cncnn_cli.engine.precision import apply_fp32_precision, describe_fp32_precision, uses_channels_last
 from cncnn_cli.engine.protocol import build_datasets
 from cncnn_cli.engine.signals import StopRequest
 from cncnn_cli.engine.launch import export_slurm_environment
+from cncnn_cli.engine.plan import RunPlan
 from cncnn_cli.engine.trackers import TrackerHook
 from cncnn_cli.engine.sync_bn import convert_sync_batchnorm
 from cncnn_cli.errors import CncnnError, first_line
@@ -75,24 +73,11 @@ def check_state_file(path: Path) -> None:
         raise CncnnError(f"{path} was not written by cncnn train, so it cannot be resumed.{hint}")
 
 
-def _setup_device(name: str, distributed: bool) -> torch.device:
-    device = resolve_device(name)
+def _setup_device(device: torch.device) -> None:
     place_mmengine_on(device)
     if device.type == "cuda":
-        index = _local_gpu() if distributed else (device.index or 0)
-        torch.cuda.set_device(index)
+        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    return device
-
-
-def _local_gpu() -> int:
-    """This process's GPU under DDP: its ``LOCAL_RANK``, which must name a GPU this process sees."""
-    local, visible = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
-    if local >= visible:
-        raise CncnnError(f"this is process {local} of its node (LOCAL_RANK) but it sees {visible} GPU(s): start at "
-                         f"most {visible} processes per node (torchrun --nproc_per_node); under Slurm ask for "
-                         f"--gpus-per-node, not --gpus-per-task, so that every task sees its node's GPUs")
-    return local
 
 
 def _init_distributed(device: torch.device) -> None:
@@ -134,18 +119,18 @@ def run_info(cfg: Config, device: torch.device, plan: BatchPlan) -> dict:
     }
 
 
-def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: StopRequest) -> Runner:
-    distributed = cfg.launcher != "none"
+def build_runner(cfg: Config, run: RunPlan, work_dir: Path, resume_from: Path | None, stop: StopRequest) -> Runner:
+    """The mmengine Runner of ``cfg`` on this machine as ``run`` (:func:`~cncnn_cli.engine.plan.prepare`) plans it."""
     if cfg.launcher == "slurm":
-        export_slurm_environment()  # LOCAL_RANK picks the GPU; mmengine needs no scontrol then
-    device = _setup_device(cfg.device, distributed)
-    if distributed:
+        export_slurm_environment()  # mmengine's init reads torch's variables; it then needs no scontrol
+    device, plan = run.device, run.batch
+    _setup_device(device)
+    if cfg.launcher != "none":
         _init_distributed(device)
     set_random_seed(cfg.seed)
-    plan = plan_batch(cfg)
     data = build_datasets(cfg, plan.effective)
     model_cfg = dict(cfg.model, num_classes=len(data.classes))
-    if cfg.model.get("num_classes") not in (None, len(data.classes)) and os.environ.get("RANK", "0") == "0":
+    if cfg.model.get("num_classes") not in (None, len(data.classes)) and run.first_rank:
         print(f"note: the recipe says {cfg.model['num_classes']} classes; the dataset has {len(data.classes)}, "
               f"which the model uses", file=sys.stderr)  # once: the process group may not exist yet (CUDA)
     fp32 = apply_fp32_precision(device, cfg.fp32_precision)
@@ -153,7 +138,7 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
     model_cfg["data_preprocessor"] = dict(mean=list(cfg.preprocess["mean"]), std=list(cfg.preprocess["std"]),
                                           channels_last=channels_last)
     model = build_model(model_cfg)
-    if cfg.sync_bn:  # resolved by the config: several CUDA processes
+    if run.sync_bn:  # several CUDA processes
         model = convert_sync_batchnorm(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -166,12 +151,13 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
                           dataset=dict(cfg.dataset))
 
     optim_wrapper = dict(cfg.optim_wrapper, accumulative_counts=plan.accumulate)
-    if cfg.amp:
-        optim_wrapper.update(amp.amp_wrapper_config(device))
+    if run.amp_dtype is not None:
+        optim_wrapper.update(amp.amp_wrapper_config(run.amp_dtype, device))
     note = describe(plan, cfg.optim_wrapper["optimizer"]["lr"])
-    loader = loader_config(cfg.batch_size, cfg.workers, device)
+    loader = loader_config(cfg.batch_size, cfg.workers, device, cfg.seed, run.rank)
     experiment = f"cncnn_{time.time_ns()}"  # mmengine keeps one Visualizer per name per process
-    vis_backends = [dict(type="LocalVisBackend"), *(dict(backend) for backend in cfg.vis_backends)]  # trackers.py
+    vis_backends = [dict(type="LocalVisBackend"), *(dict(backend) for backend in run.trackers)]  # trackers.py
+    info = {**run_info(cfg, device, plan), **fp32}
     _route_logs()  # loggers of earlier runs in this process may hold a closed stream
     with no_config_dump():  # cncnn writes config.py itself
         runner = Runner(
@@ -192,11 +178,11 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
             default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=cfg.log_interval),
                                runtime_info=dict(type="DeferredRuntimeInfoHook", interval=cfg.log_interval)),
             custom_hooks=[
-                WorkDirHook(checkpoint_info, stop, cfg.batch_size, {**run_info(cfg, device, plan), **fp32},
-                            resume_from is not None, selected_on=data.selected_on, accumulate=plan.accumulate,
-                            interval=cfg.log_interval),
+                WorkDirHook(checkpoint_info, stop, cfg.batch_size, info, resume_from is not None,
+                            selected_on=data.selected_on, accumulate=plan.accumulate, interval=cfg.log_interval),
+                ResumeCheckHook(info["batch"], info["selection"]),
                 ConsoleHook(cfg.log_interval),
-                TrackerHook(cfg.vis_backends),
+                TrackerHook(run.trackers),
                 *cfg.custom_hooks,
             ],
             load_from=str(resume_from) if resume_from else None,
@@ -212,11 +198,11 @@ def build_runner(cfg: Config, work_dir: Path, resume_from: Path | None, stop: St
             log_level="WARNING",
         )
     _route_logs()
-    if is_main_process():
+    if run.first_rank:
         print(describe_fp32_precision(fp32), file=sys.stderr)
         if cfg.gpu_decode:
             print(gpu_decode.describe(data.test.dataset, device), file=sys.stderr)
-    if note and is_main_process():
+    if note and run.first_rank:
         print(f"note: {note}", file=sys.stderr)
         runner.logger.info(note)
     return runner

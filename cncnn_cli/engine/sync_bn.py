@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from mmengine.config import Config
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cncnn_cli.utils.device import resolve_device
-from cncnn_cli.engine.batching import process_count
 from cncnn_cli.errors import CncnnError
 
 
@@ -52,20 +50,19 @@ def _is_timm_norm_act(module: nn.Module) -> bool:
     return isinstance(module, BatchNormAct2d)
 
 
-def sync_bn_applies(cfg: Config) -> bool:
+def sync_bn_applies(wanted: bool, processes: int, device: torch.device) -> bool:
     """Whether ``sync_bn`` takes effect; fails early where it cannot run.
 
     torch's SyncBatchNorm trains only on GPUs: several CPU processes cannot use it, and one
     process has nothing to synchronize with.
     """
-    if not cfg.sync_bn:
+    if not wanted:
         return False
-    processes = process_count(cfg)
     if processes == 1:
         print("note: --sync-bn has no effect in a single process (nothing to synchronize with); training "
               "without it", file=sys.stderr)
         return False
-    if resolve_device(cfg.device).type != "cuda":
+    if device.type != "cuda":
         raise CncnnError(f"--sync-bn needs CUDA: torch's SyncBatchNorm cannot run on CPU; drop --sync-bn for "
                          f"these {processes} CPU processes (each then normalizes its own batch)")
     return True

@@ -6,34 +6,25 @@ installed. mmengine itself gives every tracker the resolved config (``add_config
 iteration scalars (loss, lr; step = iteration) and each validation's metrics (step = epoch).
 ``TrackerHook`` adds what ``metrics.json`` holds: each epoch's record under ``per_epoch/`` (step =
 epoch; mmengine's own scalars already include one named ``epoch``), the final test of a val-chosen checkpoint under ``test/``, and the best checkpoint's
-path as the tag ``best_checkpoint``.
+path as the tag ``best_checkpoint``. Before any work dir exists, :func:`check_trackers_start` opens
+each tracker's store, so that one refusing to start is one line, not a traceback from the runner.
 """
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
 
-import mmengine.visualization  # noqa: F401  (fills the VISBACKENDS registry the config checks against)
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from cncnn_cli.config.trackers import TRACKERS
 from cncnn_cli.engine.hooks import WorkDirHook
-from cncnn_cli.errors import CncnnError
-
-#: ``--vis-backend NAME``: (mmengine's backend, the package it imports).
-TRACKERS: dict[str, tuple[str, str]] = {
-    "tensorboard": ("TensorboardVisBackend", "tensorboard"),
-    "wandb": ("WandbVisBackend", "wandb"),
-    "mlflow": ("MLflowVisBackend", "mlflow"),
-    "clearml": ("ClearMLVisBackend", "clearml"),
-    "dvclive": ("DVCLiveVisBackend", "dvclive"),
-    "aim": ("AimVisBackend", "aim"),
-}
-BACKEND_TYPES = tuple(kind for kind, _ in TRACKERS.values())
+from cncnn_cli.errors import CncnnError, first_line
 
 #: How each tracker records a text value: mmengine's backends take only scalars, images and the config.
 _TAGGERS: dict[str, Callable[[object, str, str], None]] = {
@@ -44,20 +35,6 @@ _TAGGERS: dict[str, Callable[[object, str, str], None]] = {
     "DVCLiveVisBackend": lambda live, key, value: live.log_param(key, value),
     "AimVisBackend": lambda run, key, value: run.__setitem__(key, value),
 }
-
-
-def with_flags(backends: list[dict], names: list[str]) -> list[dict]:
-    """The recipe's ``vis_backends`` and one entry per ``--vis-backend`` name not among them already."""
-    backends = [dict(backend) for backend in backends]
-    for name in names:
-        if name not in TRACKERS:
-            close = difflib.get_close_matches(name, TRACKERS, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise CncnnError(f"--vis-backend {name!r}: not a tracker.{hint} Choose from {', '.join(TRACKERS)}")
-        kind = TRACKERS[name][0]
-        if not any(backend.get("type") == kind for backend in backends):
-            backends.append({"type": kind})
-    return backends
 
 
 def check_installed(backends: list[dict]) -> None:
@@ -84,6 +61,45 @@ def resolve_backends(backends: list[dict]) -> list[dict]:
                 and os.environ.get("MLFLOW_TRACKING_URI"):
             backend["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
     return backends
+
+
+def check_trackers_start(backends: list[dict]) -> None:
+    """Open each tracker's store as its backend will, before any work dir exists.
+
+    mmengine starts a tracker inside the runner, after the work dir is made, and a refusal there
+    is a long traceback; here it is one line naming the tracker, its URI and the fix.
+    """
+    for backend in backends:
+        if backend["type"] == "MLflowVisBackend":
+            _check_mlflow(backend)
+
+
+def _check_mlflow(backend: dict) -> None:
+    """MLflow's client opens the store of the backend's URI and reads its experiment, as
+    mmengine's backend will first. Without a URI mmengine writes a file store under the work dir,
+    which a scratch folder stands in for."""
+    from mlflow import MlflowClient
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
+    uri = backend.get("tracking_uri")
+    shown = f"the tracking URI {uri}" if uri else "its default file store in the work dir (no MLFLOW_TRACKING_URI)"
+    scheme = urlparse(uri or "").scheme.partition("+")[0]
+    missing = [name for name in ("sqlalchemy", "alembic") if importlib.util.find_spec(name) is None]
+    if scheme in DATABASE_ENGINES and missing:
+        raise CncnnError(f"--vis-backend mlflow: {shown} is a database, which needs MLflow's database support "
+                         f"({', '.join(missing)} not installed): pip install 'cncnn[mlflow]'")
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            MlflowClient(uri or Path(scratch).as_uri()).get_experiment_by_name(backend.get("exp_name") or "Default")
+        except Exception as exc:
+            if "MLFLOW_ALLOW_FILE_STORE" in str(exc):
+                raise CncnnError(
+                    f"--vis-backend mlflow: MLflow refuses {shown}, a file store: set MLFLOW_TRACKING_URI to a "
+                    f"database (sqlite:///mlflow.db) or a server (http://HOST:5000), or MLFLOW_ALLOW_FILE_STORE=true "
+                    f"to keep the file store") from None
+            hint = ("check that the server runs and answers there" if scheme in ("http", "https")
+                    else "check the URI (MLFLOW_TRACKING_URI, or tracking_uri in vis_backends)")
+            raise CncnnError(f"--vis-backend mlflow: cannot open {shown} ({first_line(exc)}); {hint}") from None
 
 
 def _numbers(record: dict, prefix: str) -> dict[str, float]:

@@ -12,16 +12,17 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config
-from mmengine.dist import is_main_process
 
 from cncnn_cli.utils.console import say
-from cncnn_cli.engine.batching import plan_batch, smaller_batches
+from cncnn_cli.engine.batching import smaller_batches
 from cncnn_cli.engine.hooks import STATE_FILE, WorkDirHook
-from cncnn_cli.engine.launch import process_rank
 from cncnn_cli.engine.lock import work_dir_lock
 from cncnn_cli.engine.mmengine_compat import visualizer_open
+from cncnn_cli.engine.plan import RunPlan
 from cncnn_cli.engine.runner import build_runner, resume_path
 from cncnn_cli.engine.signals import StopRequest, TrainingInterrupted
+from cncnn_cli.engine.trackers import check_trackers_start
+from cncnn_cli.engine.workdir import CONFIG_FILE, check_work_dir
 from cncnn_cli.errors import CncnnError
 
 
@@ -38,30 +39,30 @@ def is_finished(run_dir: Path, epochs: int) -> bool:
     return not chosen_on_val or document.get("test_at_best_val") is not None  # val runs end with the test
 
 
-def run_training(cfg: Config, run_dir: Path, resume: str | None, resume_command: list[str]) -> int:
+def run_training(cfg: Config, run: RunPlan, run_dir: Path, resume: str | None, resume_command: list[str]) -> int:
     """Train; returns 0, or 128 + signal after a clean interruption (state saved, resume command printed).
 
-    ``resume_command`` is the cncnn command line that continues the run. The run holds the work
+    ``run`` is the config's plan on this machine (:func:`~cncnn_cli.engine.plan.prepare`, called
+    before this). ``resume_command`` is the cncnn command line that continues the run. The run holds the work
     dir's lock throughout (rank 0 for all ranks of a DDP run); a work dir this call created is
-    removed again if the run fails before it starts training (bad data, bad options).
+    removed again if the run fails before it starts training (bad data, bad options). A folder
+    cncnn did not make is refused, before anything is written, if it holds a file the run writes.
     """
-    first_rank = _first_rank(cfg)
+    first_rank = run.first_rank
+    if first_rank:
+        check_work_dir(run_dir)
+        check_trackers_start(run.trackers)  # mmengine starts them on rank 0 only
     created = _first_missing(run_dir)
     progress = _Progress()
     if not first_rank:
         run_dir.mkdir(parents=True, exist_ok=True)
     with work_dir_lock(run_dir) if first_rank else contextlib.nullcontext():
         try:
-            return _train_in(cfg, run_dir, resume, resume_command, progress)
+            return _train_in(cfg, run, run_dir, resume, resume_command, progress)
         except BaseException:
             if created and first_rank and not progress.started:
                 shutil.rmtree(created, ignore_errors=True)
             raise
-
-
-def _first_rank(cfg: Config) -> bool:
-    """Rank 0 of a DDP run (or a single process), known before the process group exists."""
-    return process_rank(cfg.launcher) == 0
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -80,34 +81,35 @@ class _Progress:
     started: bool = False
 
 
-def _train_in(cfg: Config, run_dir: Path, resume: str | None, resume_command: list[str], progress: _Progress) -> int:
+def _train_in(cfg: Config, run: RunPlan, run_dir: Path, resume: str | None, resume_command: list[str],
+              progress: _Progress) -> int:
     state = resume_path(run_dir, resume)
     if state is None and (run_dir / STATE_FILE).exists():
         raise CncnnError(f"{run_dir} already holds a run. Continue it with --resume, pick another --work-dir, "
                          f"or delete the folder to start over.")
-    if _first_rank(cfg):
-        cfg.dump(str(run_dir / "config.py"))
+    if run.first_rank and (state is None or not (run_dir / CONFIG_FILE).exists()):
+        cfg.dump(str(run_dir / CONFIG_FILE))  # a resumed run keeps the config it started with
     stop = StopRequest()
     stop.install()
     try:
         # stdout stays clean: mmengine print()s some notices (e.g. checkpoint loading) there.
         with contextlib.redirect_stdout(sys.stderr):
-            runner = build_runner(cfg, run_dir, state, stop)
+            runner = build_runner(cfg, run, run_dir, state, stop)
             progress.started = True
             with visualizer_open(runner):
                 runner.train()
                 if work_dir_hook(runner).needs_final_test:
                     runner.test()
     except TrainingInterrupted as exc:
-        if is_main_process():
+        if run.first_rank:
             say(f"interrupted: saved {run_dir}/{STATE_FILE} and last.safetensors. Resume with:\n"
                 f"  cncnn {shlex.join(resume_command)}")
         return exc.exit_code
     except torch.cuda.OutOfMemoryError as exc:
-        raise CncnnError(out_of_memory_message(cfg, run_dir, str(exc)), exit_code=1) from None
+        raise CncnnError(out_of_memory_message(run, run_dir, str(exc)), exit_code=1) from None
     finally:
         stop.uninstall()
-    if is_main_process():
+    if run.first_rank:
         summarize(run_dir)
     return 0
 
@@ -116,13 +118,13 @@ def work_dir_hook(runner) -> WorkDirHook:
     return next(hook for hook in runner.hooks if isinstance(hook, WorkDirHook))
 
 
-def out_of_memory_message(cfg: Config, run_dir: Path, error: str = "") -> str:
+def out_of_memory_message(run: RunPlan, run_dir: Path, error: str = "") -> str:
     """One message for a CUDA out-of-memory error: the batch, the memory, and flags that fit.
 
     The peak is mmengine's since its last log line (its log processor resets it each time); the
     request that failed comes from torch's own message (``Tried to allocate 2.00 GiB``).
     """
-    plan = plan_batch(cfg)
+    plan = run.batch
     requested = re.search(r"Tried to allocate ([\d.]+ [KMGT]?i?B)", error)
     wanted = f", {requested.group(1)} more requested" if requested else ""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -138,8 +140,8 @@ def out_of_memory_message(cfg: Config, run_dir: Path, error: str = "") -> str:
     kept = (f"{run_dir}/last.safetensors and {STATE_FILE} hold the last finished epoch; add --resume to those "
             f"flags to go on from there" if (run_dir / STATE_FILE).is_file()
             else "No epoch had finished, so nothing was saved")
-    amp = "" if cfg.amp else "; --amp also roughly halves activation memory"
-    return (f"out of GPU memory at --batch-size {plan.per_device} per device ({peak}). To fit, {advice}{amp}. "
+    hint = "" if run.amp_dtype else "; --amp also roughly halves activation memory"
+    return (f"out of GPU memory at --batch-size {plan.per_device} per device ({peak}). To fit, {advice}{hint}. "
             f"{kept}.")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from cncnn_cli.data.collate import collate
 from cncnn_cli.data.dataset import FineGrainedDataset, build_dataset, dataset_class
 from cncnn_cli.data.transforms import build_transform
 from cncnn_cli.errors import CncnnError
+from cncnn_cli.evaluation.calibration import calibration_report
+from cncnn_cli.evaluation.retrieval import retrieval_metrics
+from cncnn_cli.models.embedding import DEFAULT_EMBEDDING, EmbeddingCapture
 from cncnn_cli.evaluation.metrics import AccuracyMetric, accuracy_report, confusion_matrix, stacked
 from cncnn_cli.models.classifier import Classifier
 from cncnn_cli.models.compile import compile_model
@@ -51,17 +55,23 @@ class Evaluation:
     paths: list[str] = field(default_factory=list)
     #: The most confident mistakes, most confident first (``mistakes=N`` asks for them).
     mistakes: list[Mistake] = field(default_factory=list)
+    #: The checkpoint's temperature (``cncnn calibrate``); None when it has none.
+    temperature: float | None = None
+    #: Under ``retrieval=True``: the N×D embeddings of the plain pass, one row per row of ``logits``.
+    embeddings: torch.Tensor | None = None
 
 
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root: str | None = None,
                         split: str = "test", batch_size: int = 32, workers: int = DEFAULT_WORKERS,
                         device: str = "auto", tta: str = "none", mistakes: int = 0,
-                        show_progress: bool = False, compile: bool = False) -> Evaluation:
+                        show_progress: bool = False, compile: bool = False, retrieval: bool = False) -> Evaluation:
     """Accuracy of the checkpoint at ``path``; ``tta='flip'`` averages each image's logits with its mirror's.
 
     ``mistakes=N`` also returns the N most confident mistakes with their images and masks;
     ``show_progress`` draws a progress bar on stderr; ``compile`` runs the forward under
-    torch.compile (:mod:`cncnn_cli.models.compile`).
+    torch.compile (:mod:`cncnn_cli.models.compile`). The report has ``calibration``: ECE, NLL
+    and Brier score plain and, for a calibrated checkpoint, at its temperature. ``retrieval``
+    adds ``retrieval``: leave-one-out Recall@K and MAP@R of the checkpoint's embedding.
     """
     if tta not in ("none", "flip"):
         raise CncnnError(f"--tta {tta}: expected none or flip")
@@ -84,8 +94,9 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=target.type == "cuda")
     metrics = {"plain": AccuracyMetric(), "flip": AccuracyMetric()}
-    skipped, paths = 0, []
-    with torch.inference_mode(), progress(f"evaluating on {split}", total=len(data), unit="images",
+    skipped, paths, embeddings = 0, [], []
+    capture = EmbeddingCapture(model, info.embedding or DEFAULT_EMBEDDING, num_classes) if retrieval else nullcontext()
+    with capture, torch.inference_mode(), progress(f"evaluating on {split}", total=len(data), unit="images",
                                           enabled=show_progress) as bar:
         for batch in loader:
             skipped += batch["skipped"]
@@ -94,18 +105,30 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_root:
                 continue
             paths += batch["paths"]
             outputs = model.test_step(batch)  # the path validation takes
+            if retrieval:
+                embeddings.append(capture.take().cpu())
             metrics["plain"].process(batch, outputs)
             if tta == "flip":
                 mirrored = model.test_step({**batch, "inputs": batch["inputs"].flip(3)})
+                if retrieval:
+                    capture.take()  # the embedding is the plain image's
                 metrics["flip"].process(batch, [_average(a, b) for a, b in zip(outputs, mirrored)])
     if not metrics["plain"].results:
         raise CncnnError(f"no readable images in {dataset_cfg['type']} split '{split}'")
     reported = "flip" if tta == "flip" else "plain"
     ensemble, heads, truth = stacked(metrics[reported].results)
-    return Evaluation(accuracy_report(ensemble, heads, truth),
+    report = accuracy_report(ensemble, heads, truth)
+    report["calibration"] = {"plain": calibration_report(ensemble, truth),
+                             "calibrated": None if info.temperature is None else
+                             calibration_report(ensemble, truth, info.temperature)}
+    if retrieval:
+        report["retrieval"] = {"embedding": info.embedding or DEFAULT_EMBEDDING,
+                               **retrieval_metrics(torch.cat(embeddings).to(target), truth.to(target))}
+    return Evaluation(report,
                       confusion_matrix(ensemble.argmax(1), truth, num_classes), list(info.classes), skipped,
                       ensemble, accuracy_report(*stacked(metrics["plain"].results)) if reported == "flip" else None,
-                      truth, paths, _most_confident_mistakes(model, data, paths, ensemble, truth, mistakes))
+                      truth, paths, _most_confident_mistakes(model, data, paths, ensemble, truth, mistakes),
+                      info.temperature, torch.cat(embeddings) if retrieval else None)
 
 
 def _dataset_config(path: str | Path, saved: dict, dataset: str | None, data_root: str | None) -> dict:

@@ -12,7 +12,7 @@ cannot trace their ``out=`` writes into views): :func:`upsampled_conv` and
 :func:`scatter_phases` run eagerly between compiled regions, and :func:`lstm_gates` takes the
 plain formula, which the compiler fuses itself (same numbers).
 
-tests/test_speedups.py checks the kernels against the plain formulas, values and gradients.
+tests/models/test_speedups.py checks the kernels against the plain formulas, values and gradients.
 """
 from __future__ import annotations
 
@@ -74,20 +74,29 @@ def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     thousands of output channels on tiny maps are slow, bf16 backward especially.
     """
     plan_h, plan_w = phase_plan(weight.shape[-2], scale[0]), phase_plan(weight.shape[-1], scale[1])
-    patches = F.pad(x, (*plan_w.pad, *plan_h.pad)).unfold(2, plan_h.width, 1).unfold(3, plan_w.width, 1)
+    # Every sum outside the GEMM runs in fp32 under fp16/bf16 autocast and is rounded once, as cuDNN
+    # accumulates (in fp32 and fp64 the casts are no-ops): the taps merged into a phase's weight
+    # (a three-operand einsum in fp16/bf16 rounds its intermediate product too), and in backward the
+    # overlapping windows' gradients that im2col's backward folds into x's (the ``.to`` after the
+    # fp32 im2col) and the bias's over its phase copies. The GEMM accumulates in fp32 itself (CPU
+    # BLAS and cuBLAS alike).
+    accumulate = accumulation_dtype(x.dtype)
+    patches = F.pad(x.to(accumulate), (*plan_w.pad, *plan_h.pad)).unfold(2, plan_h.width, 1)
+    patches = patches.unfold(3, plan_w.width, 1)
     batch, _, rows, cols = patches.shape[:4]  # patches: B, C, Lh, Lw, kh, kw
-    mh = _phase_matrices(weight.shape[-2], scale[0], weight.dtype, weight.device)
-    mw = _phase_matrices(weight.shape[-1], scale[1], weight.dtype, weight.device)
+    mh = _phase_matrices(weight.shape[-2], scale[0], accumulate, weight.device)
+    mw = _phase_matrices(weight.shape[-1], scale[1], accumulate, weight.device)
     ph, pw = mh.shape[0], mw.shape[0]
-    merged = torch.einsum("pyt,qxr,octr->pqocyx", mh, mw, weight).reshape(ph * pw * weight.shape[0], -1)
-    bias = None if bias is None else bias.repeat(ph * pw)
+    merged = torch.einsum("pyt,qxr,octr->pqocyx", mh, mw, weight.to(accumulate)).to(weight.dtype)
+    merged = merged.reshape(ph * pw * weight.shape[0], -1)
+    bias = None if bias is None else bias.to(accumulate).repeat(ph * pw).to(bias.dtype)
     # The GEMM's orientation puts channels innermost for channels_last inputs, pixels otherwise,
     # so that scatter_phases copies along the innermost dimension of both sides.
     if memory_format_of(x) == torch.channels_last:
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * rows * cols, -1)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * rows * cols, -1).to(x.dtype)
         out = patches @ merged.t() if bias is None else torch.addmm(bias, patches, merged.t())
         return out.view(batch, rows, cols, ph, pw, -1).permute(0, 5, 3, 4, 1, 2)
-    patches = patches.permute(1, 4, 5, 0, 2, 3).reshape(-1, batch * rows * cols)
+    patches = patches.permute(1, 4, 5, 0, 2, 3).reshape(-1, batch * rows * cols).to(x.dtype)
     out = merged @ patches if bias is None else torch.addmm(bias[:, None], merged, patches)
     return out.view(ph, pw, -1, batch, rows, cols).permute(3, 2, 0, 1, 4, 5)
 
@@ -133,11 +142,14 @@ class _ScatterPhases(torch.autograd.Function):
         batch, channels = grad.shape[:2]
         grid = grad.reshape(batch, channels, height, len(plan_h.phase), width, len(plan_w.phase))
         # Laid out like the phases (upsampled_conv's GEMM output): its backward needs no copy.
-        grad_phases = torch.zeros_like(ctx.phases_layout, device=grad.device)
+        # Phases shared by several output rows/columns sum their gradients in fp32 under fp16/bf16
+        # and round once (no-op casts in fp32 and fp64).
+        grad_phases = torch.zeros_like(ctx.phases_layout, device=grad.device,
+                                       dtype=accumulation_dtype(grad.dtype))
         for a, (ph, u) in enumerate(zip(plan_h.phase, plan_h.offset)):
             for b, (pw, v) in enumerate(zip(plan_w.phase, plan_w.offset)):
                 grad_phases[:, :, ph, pw, u:u + height, v:v + width] += grid[:, :, :, a, :, b]
-        return grad_phases, grad if ctx.has_base else None, None, None, None
+        return grad_phases.to(grad.dtype), grad if ctx.has_base else None, None, None, None
 
 
 @torch.compiler.disable
@@ -150,6 +162,11 @@ def scatter_phases(phases: torch.Tensor, scale: tuple[int, int], size: tuple[int
     """
     plans = (phase_plan(kernel_size, scale[0]), phase_plan(kernel_size, scale[1]))
     return _ScatterPhases.apply(phases, base, plans, tuple(size), memory_format)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums are accumulated in for tensors of ``dtype``: fp32 for fp16/bf16, else ``dtype`` itself."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def memory_format_of(t: torch.Tensor) -> torch.memory_format:

@@ -1,4 +1,4 @@
-"""The paper's ablation variants (MODEL.md, Tables 2 and 3) as edits of a model config."""
+"""The paper's ablation variants (docs/model.md, 'Ablation variants'; Tables 2 and 3) as edits of a model config."""
 from __future__ import annotations
 
 import copy

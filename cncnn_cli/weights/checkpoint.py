@@ -11,14 +11,20 @@ import copy
 import json
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated, Any, Union
 
 import torch
+from pydantic import ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from typing_extensions import NotRequired, TypedDict
 
 from cncnn_cli import __version__
+from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, size_pair
+from cncnn_cli.models.embedding import DEFAULT_EMBEDDING
 from cncnn_cli.utils.atomic import atomic_write
 from cncnn_cli.errors import CheckpointError, CncnnError, first_line
 
@@ -26,19 +32,55 @@ FORMAT = "cncnn"
 FORMAT_VERSION = "1"
 
 
+Size = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Preprocess(TypedDict):
+    """The test-time preprocessing the weights expect: resize, then a center crop (an int is a
+    square side); mean/std on the 0–255 scale, ImageNet's when absent. A plain dict once validated,
+    as the transforms and exporters take it."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    resize: Size
+    crop: Size
+    mean: NotRequired[tuple[float, float, float]]
+    std: NotRequired[tuple[Positive, Positive, Positive]]
+
+
 @dataclass
 class Checkpoint:
-    """What a cncnn checkpoint carries besides its weights."""
+    """What a cncnn checkpoint carries besides its weights; the schema of its metadata.
 
-    model: dict
-    classes: list[str]
-    preprocess: dict
-    dataset: dict | None = None
+    Validated (pydantic) whenever one is made: written by training or ``convert``, or read from a
+    file by :func:`read_checkpoint`, which every command that loads a checkpoint goes through.
+    """
+
+    model: dict[str, Any]
+    classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    preprocess: Preprocess
+    dataset: dict[str, Any] | None = None
     version: str = __version__
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: The image embedding every consumer uses (``cncnn_cli.models.embedding``); None: the default one.
+    embedding: str | None = None
+    #: The softmax temperature ``cncnn calibrate`` fitted (logits / T); None: uncalibrated (T = 1).
+    temperature: Positive | None = None
+
+    @field_validator("preprocess")
+    @classmethod
+    def _complete_preprocess(cls, preprocess: dict) -> dict:
+        resize, crop = size_pair(preprocess["resize"]), size_pair(preprocess["crop"])
+        if resize[0] < crop[0] or resize[1] < crop[1]:
+            raise ValueError(f"resize {preprocess['resize']} is smaller than crop {preprocess['crop']}")
+        complete = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, **preprocess}
+        return {key: list(value) if isinstance(value, tuple) else value  # as JSON reads them back
+                for key, value in complete.items()}
 
     def metadata(self) -> dict[str, str]:
-        return {
+        optional = {key: json.dumps(value) for key, value in
+                    (("embedding", self.embedding), ("temperature", self.temperature)) if value is not None}
+        return {**optional, 
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "cncnn_version": self.version,
@@ -59,10 +101,14 @@ def portable_model_config(model_cfg: dict) -> dict:
 
 
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], info: Checkpoint) -> Path:
-    """Write weights and metadata atomically; on failure the previous file at ``path`` is intact."""
+    """Write weights and metadata atomically; on failure the previous file at ``path`` is intact.
+
+    The file names its embedding (the default one unless ``info`` names another), so that every
+    consumer of this checkpoint uses the same vector even if the default changes."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    info = Checkpoint(**{**info.__dict__, "model": portable_model_config(info.model)})
+    info = Checkpoint(**{**info.__dict__, "model": portable_model_config(info.model),
+                         "embedding": info.embedding or DEFAULT_EMBEDDING})
     with atomic_write(path, errors=(OSError, SafetensorError)) as tmp:
         save_file(tensors, str(tmp), metadata=info.metadata())
         with open(tmp, "rb") as handle:
@@ -91,6 +137,7 @@ def read_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, torch.Tenso
                     f"{path}: written in checkpoint format {version!r} by cncnn {meta.get('cncnn_version', '?')}; "
                     f"this cncnn reads format {FORMAT_VERSION}. Upgrade cncnn (pip install -U cncnn) to read it."
                 )
+            info = _checked_metadata(path, meta)
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except CheckpointError:
         raise
@@ -102,20 +149,41 @@ def read_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, torch.Tenso
             f"{path}: not a readable cncnn checkpoint ({first_line(exc)}). cncnn checkpoints are "
             f".safetensors files written by `cncnn train` or `cncnn convert`; the file may be truncated."
         ) from None
-    try:
-        info = Checkpoint(
-            model=json.loads(meta["model"]),
-            classes=json.loads(meta["classes"]),
-            preprocess=json.loads(meta["preprocess"]),
-            dataset=json.loads(meta.get("dataset", "null")),
-            version=meta.get("cncnn_version", "unknown"),
-            extra=json.loads(meta.get("extra", "{}")),
-        )
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cncnn metadata is damaged ({first_line(exc)})") from None
-    if not isinstance(info.classes, list) or not all(isinstance(name, str) for name in info.classes):
-        raise CheckpointError(f"{path}: cncnn metadata is damaged (its classes are not a list of names)")
     return info, state
+
+
+#: Metadata keys stored as JSON documents, by the :class:`Checkpoint` field each fills.
+_JSON_KEYS = ("model", "classes", "preprocess", "dataset", "extra", "embedding", "temperature")
+#: How to get a usable file, for a metadata value that is missing or impossible.
+_DEFAULT_FIX = "the file was edited or written by another tool; use a checkpoint `cncnn train` or `cncnn convert` wrote"
+_FIXES = {"temperature": "calibrate the original checkpoint again (`cncnn calibrate`)"}
+
+
+def _checked_metadata(path: Path, meta: dict[str, str]) -> Checkpoint:
+    """The metadata of ``path`` validated by :class:`Checkpoint`: a missing or impossible value is
+    one line naming the file and the key."""
+    values: dict[str, Any] = {}
+    for key in _JSON_KEYS:
+        if key in meta:
+            try:
+                values[key] = json.loads(meta[key])
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(f"{path}: its metadata key {key} is not valid JSON ({exc}); {_DEFAULT_FIX}") \
+                    from None
+    values["version"] = meta.get("cncnn_version", "unknown")
+    try:
+        return Checkpoint(**values)
+    except ValidationError as exc:
+        # the deepest: of a union's members (an int or a pair of ints), the one that came closest
+        error = max(exc.errors(), key=lambda found: len(found["loc"]))
+        # pydantic names the member of a union that failed (``constrained-int``): not a key
+        key = ".".join(str(part) for part in error["loc"] if isinstance(part, int) or part.isidentifier())
+        fix = _FIXES.get(key, _DEFAULT_FIX)
+        if error["type"] == "missing":
+            raise CheckpointError(f"{path}: its metadata lacks {key}; {fix}") from None
+        reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+        raise CheckpointError(f"{path}: its metadata holds {key} = {error['input']!r}, which is impossible "
+                              f"({reason}); {fix}") from None
 
 
 #: The weights files a training work dir holds, in the order to suggest them.

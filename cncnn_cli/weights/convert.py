@@ -1,4 +1,4 @@
-"""Importing the authors' released checkpoints (MODEL.md, "The authors' released checkpoints").
+"""Importing the authors' released checkpoints (docs/model.md, "The authors' checkpoints").
 
 Their file is a pickled dict of tensors; it is read with ``torch.load(weights_only=True)``
 only. K, D, C, the channel-attention reduction and the backbone architecture are inferred
@@ -14,6 +14,7 @@ import torch
 
 from cncnn_cli.weights.checkpoint import Checkpoint, load_weights, save_checkpoint
 from cncnn_cli.errors import CncnnError
+from cncnn_cli.utils.textio import read_text_file
 from cncnn_cli.models.classifier import build_model
 from cncnn_cli.weights.pretrained import load_state_file
 from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -123,7 +124,7 @@ def read_classes(path: str | Path | None, num_classes: int) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CncnnError(f"--classes {path}: no such file")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text_file(path, "--classes").splitlines() if line.strip()]
     if len(names) != num_classes:
         raise CncnnError(f"--classes {path}: {len(names)} names, but the checkpoint has {num_classes} classes; "
                          f"give one name per line, in label order")

@@ -7,15 +7,25 @@ from cncnn_cli.data.dataset import FineGrainedDataset, UnreadableImageWarning, b
 from .cars import StanfordCarsDataset
 from .cub import CUB
 from .demo import Demo
+from .dogs import StanfordDogs
+from .flowers import Flowers
 from .imagefolder import ImageFolder
+from .inat import INaturalist2021
+from .nabirds import NABirds
+from .pets import Pets
 
 __all__ = [
     "CUB",
     "Aircraft",
     "Demo",
     "FineGrainedDataset",
+    "Flowers",
+    "INaturalist2021",
     "ImageFolder",
+    "NABirds",
+    "Pets",
     "StanfordCarsDataset",
+    "StanfordDogs",
     "UnreadableImageWarning",
     "build_dataset",
 ]

@@ -7,6 +7,7 @@ from torchvision.datasets import FGVCAircraft
 
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.registry import DATASETS
+from cncnn_cli.utils.textio import read_text_file
 
 from cncnn_cli.data.dataset import FineGrainedDataset, check_split, dataset_dir, require
 from cncnn_cli.data.download import Archive
@@ -101,7 +102,7 @@ class Aircraft(FineGrainedDataset):
         names = set()
         for path in self._level_files:
             if path.is_file():
-                lines = path.read_text(encoding="utf-8").splitlines()
+                lines = read_text_file(path).splitlines()
                 names |= {line.split(" ", 1)[0] for line in lines if line.strip()}
         return {str(self.image_dirs[0] / f"{name}.jpg") for name in names}
 

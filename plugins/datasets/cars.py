@@ -9,6 +9,7 @@ has a reader of its own.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -21,6 +22,7 @@ from cncnn_cli.registry import DATASETS
 
 from cncnn_cli.data.dataset import FineGrainedDataset, check_split, require
 from cncnn_cli.data.download import Archive
+from cncnn_cli.data.images import list_folder
 
 FOLDER = "stanford_cars"
 #: Where copies keep cars_meta.mat and cars_train_annos.mat: torchvision's place, then Kaggle's.
@@ -64,8 +66,9 @@ def find_shallowest(folder: Path, name: str, depth: int = LABELS_DEPTH) -> Path 
 
 
 def _subfolders(directory: Path) -> list[Path]:
-    with os.scandir(directory) as entries:
-        return [Path(entry.path) for entry in entries if entry.is_dir() and not entry.name.startswith(".")]
+    """The visible folders in ``directory``; odd entries (symlink loops, unreadable folders) skipped with a warning."""
+    return [path for path, info in list_folder(directory, suffixes=())
+            if stat.S_ISDIR(info.st_mode) and not path.name.startswith(".")]
 
 
 def read_mat(path: Path, key: str, fields: tuple[str, ...] = ()) -> np.ndarray:
@@ -110,7 +113,7 @@ class StanfordCarsDataset(FineGrainedDataset):
     download_note: ClassVar[str] = (
         "Stanford Cars has no official download: its site (ai.stanford.edu/~jkrause/cars) is gone and every "
         "copy comes from a mirror.\n"
-        "Copies that work (README, Datasets): torchvision's StanfordCars layout, the re-packaged Kaggle copy "
+        "Copies that work (docs/datasets.md): torchvision's StanfordCars layout, the re-packaged Kaggle copy "
         f"(cars_train/cars_train/, car_devkit/devkit/) plus {LABELS}, or car_ims/ + cars_annos.mat; check "
         "the original files with `cncnn data verify cars FILE...`, any copy with `cncnn data check --dataset "
         "cars --data-root DIR`."
@@ -123,7 +126,7 @@ class StanfordCarsDataset(FineGrainedDataset):
         root = Path(data_root).expanduser()
         if not root.is_dir():
             raise CncnnError(f"data root {root} is not a directory: pass --data-root with the extracted "
-                             f"dataset folder or its parent (README, Datasets)")
+                             f"dataset folder or its parent (docs/datasets.md)")
         for folder in (root, root / FOLDER, *_subfolders(root)):  # the copy, or the folder holding it
             devkit = devkit_dir(folder)
             if devkit is not None:

@@ -1,11 +1,12 @@
 """The user's own data: ``ROOT/<split>/<class>/<image>``."""
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.data.images import find_images
+from cncnn_cli.data.images import find_images, list_folder
 from cncnn_cli.registry import DATASETS
 
 from cncnn_cli.data.dataset import FineGrainedDataset, require
@@ -15,8 +16,9 @@ TRAIN = "train"
 
 
 def class_dirs(split_dir: Path) -> list[Path]:
-    """Visible sub-folders of a split folder, sorted by name."""
-    return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Visible sub-folders of a split folder, sorted by name (odd entries skipped with a warning each)."""
+    return [path for path, info in list_folder(split_dir, suffixes=())
+            if stat.S_ISDIR(info.st_mode) and not path.name.startswith(".")]
 
 
 @DATASETS.register_module(name="imagefolder")
@@ -45,7 +47,7 @@ class ImageFolder(FineGrainedDataset):
                     f"imagefolder: class folder {folder} has no counterpart in {train_dir}; "
                     f"class names come from the train split"
                 )
-            self.samples += [(str(path), index[folder.name]) for path in find_images(folder)]
+            self.samples += [(str(path), index[folder.name]) for path in find_images(folder, named=False)]
 
     @classmethod
     def splits_to_check(cls, data_root: str, **options: Any) -> list[str]:

@@ -24,7 +24,7 @@ from tests.helpers.configs import DEMO, TINY
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-SNIPPET_SOURCE = Path(__file__).parents[2] / "README.md"
+SNIPPET_SOURCE = Path(__file__).parents[2] / "docs" / "deployment.md"
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,11 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
+@pytest.mark.numerics
 def test_onnx_matches_cncnn_at_batch_1_and_3_with_a_dynamic_batch(onnx_file, cncnn_checkpoint):
     predictor, batches = _batches(cncnn_checkpoint)
     # cncnn's own forward runs the ConvLSTM's fast kernels; the file holds the plain formula.
-    assert any(getattr(m, "fast", False) is True for m in predictor.model.modules())
+    assert any(getattr(m, "impl", "plain") != "plain" for m in predictor.model.modules() if hasattr(m, "impl"))
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
     assert (inp.name, inp.type, inp.shape[1:]) == ("images", "tensor(uint8)", [3, 64, 64])
@@ -83,7 +84,7 @@ def test_onnx_metadata_reads_back(onnx_file, cncnn_checkpoint):
     assert not list(onnx_file.parent.glob("*.data"))  # the weights are inside the one file
 
 
-def test_readme_snippet_runs_with_onnxruntime_alone(onnx_file, cncnn_checkpoint, tmp_path, monkeypatch):
+def test_deployment_doc_snippet_runs_with_onnxruntime_alone(onnx_file, cncnn_checkpoint, tmp_path, monkeypatch):
     snippet = re.search(r"```python\n(import json\n.*?)```", SNIPPET_SOURCE.read_text(), re.DOTALL).group(1)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cub.onnx").symlink_to(onnx_file)
@@ -91,12 +92,13 @@ def test_readme_snippet_runs_with_onnxruntime_alone(onnx_file, cncnn_checkpoint,
     Image.fromarray(pixels).save("bird.jpg")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(snippet, str(SNIPPET_SOURCE), "exec"), {})  # noqa: S102 - the README's own code
+        exec(compile(snippet, str(SNIPPET_SOURCE), "exec"), {})  # noqa: S102 - the docs' own code
     label, score = printed.getvalue().rsplit(maxsplit=1)
     best = Predictor.from_checkpoint(cncnn_checkpoint, device="cpu").predict(["bird.jpg"], topk=1)[0].predictions[0]
     assert label == best["label"] and float(score) == pytest.approx(best["score"], abs=1e-4)
 
 
+@pytest.mark.numerics
 def test_pt2_matches_cncnn_and_writes_its_metadata_beside_it(pt2_file, cncnn_checkpoint):
     predictor, batches = _batches(cncnn_checkpoint)
     module = torch.export.load(pt2_file).module()
@@ -138,8 +140,8 @@ def test_export_graph_leaves_the_models_fast_path_alone(cncnn_checkpoint):
     model, _ = load_model(cncnn_checkpoint)
     graph = export_api.ExportGraph(model)
     assert not graph.training
-    assert [m.fast for m in model.modules() if hasattr(m, "fast")] == [True]
-    assert [m.fast for m in graph.modules() if hasattr(m, "fast")] == [False]
+    assert [m.impl for m in model.modules() if hasattr(m, "impl")] == ["auto"]
+    assert [m.impl for m in graph.modules() if hasattr(m, "impl")] == ["plain"]
 
 
 @pytest.mark.parametrize("package", ["onnx", "onnxscript", "onnxruntime"])
@@ -170,6 +172,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, cncnn_checkpoi
     assert _leftovers(tmp_path) == ["empty"]
 
 
+@pytest.mark.numerics
 def test_full_size_converted_checkpoint_exports_and_verifies(converted_checkpoint, tmp_path, capsys):
     """The 448-pixel official layout, as `cncnn convert official` writes it."""
     out = tmp_path / "converted.onnx"

@@ -1,4 +1,4 @@
-"""convert official → predict --json matches MODEL.md's equations; weights never run code."""
+"""convert official → predict --json matches docs/model.md's equations; weights never run code."""
 from __future__ import annotations
 
 import json

@@ -174,7 +174,7 @@ def test_flip_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path, capsys):
     plain = evaluate_checkpoint(run / "best.safetensors", workers=0)
     flipped = evaluate_checkpoint(run / "best.safetensors", workers=0, tta="flip")
     assert not torch.allclose(plain.logits, flipped.logits)
-    assert flipped.without_tta == plain.report
+    assert flipped.without_tta == {k: v for k, v in plain.report.items() if k != "calibration"}  # accuracy only
     model, info = load_model(run / "best.safetensors")
     from cncnn_cli.data.transforms import build_transform
     from cncnn_cli.data.dataset import build_dataset

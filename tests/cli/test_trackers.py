@@ -9,6 +9,7 @@ import pytest
 
 from cncnn_cli.cli.main import main
 from cncnn_cli.config.resolve import resolve_config
+from cncnn_cli.engine.plan import prepare
 from tests.helpers.configs import DEMO, TINY
 
 REAL_FIND_SPEC = importlib.util.find_spec
@@ -24,25 +25,31 @@ def _installed(monkeypatch, **packages: bool) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
+def _trackers(*args) -> list[dict]:
+    """The trackers a run of ``resolve_config(*args)`` writes to (its plan's)."""
+    return list(prepare(resolve_config(*args)).trackers)
+
+
 def test_tensorboard_is_the_default_only_when_installed_and_nothing_else_is_asked_for(monkeypatch):
     _installed(monkeypatch, tensorboard=True, mlflow=True)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert resolve_config("demo").vis_backends == [{"type": "TensorboardVisBackend"}]
-    assert resolve_config("demo", {"vis_backend": ["mlflow"]}).vis_backends == [{"type": "MLflowVisBackend"}]
-    both = resolve_config("demo", {"vis_backend": ["tensorboard", "mlflow", "tensorboard"]}).vis_backends
+    assert _trackers("demo") == [{"type": "TensorboardVisBackend"}]
+    assert _trackers("demo", {"vis_backend": ["mlflow"]}) == [{"type": "MLflowVisBackend"}]
+    both = _trackers("demo", {"vis_backend": ["tensorboard", "mlflow", "tensorboard"]})
     assert [backend["type"] for backend in both] == ["TensorboardVisBackend", "MLflowVisBackend"]
     _installed(monkeypatch, tensorboard=False)
-    assert resolve_config("demo").vis_backends == []
+    assert _trackers("demo") == []
+    assert resolve_config("demo").vis_backends == []  # the config stays the user's: no tracker asked for
 
 
 def test_flag_and_recipe_key_make_one_backend_with_the_options(monkeypatch):
     _installed(monkeypatch, mlflow=True)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")
-    cfg = resolve_config("demo", {"vis_backend": ["mlflow"]}, ["vis_backends.0.exp_name=cub"])
-    assert cfg.vis_backends == [{"type": "MLflowVisBackend", "exp_name": "cub", "tracking_uri": "http://tracker:5000"}]
-    given = resolve_config("demo", {"vis_backend": ["mlflow"]},
-                           ["vis_backends=[{'type': 'MLflowVisBackend', 'tracking_uri': 'file:/runs'}]"])
-    assert given.vis_backends == [{"type": "MLflowVisBackend", "tracking_uri": "file:/runs"}]
+    trackers = _trackers("demo", {"vis_backend": ["mlflow"]}, ["vis_backends.0.exp_name=cub"])
+    assert trackers == [{"type": "MLflowVisBackend", "exp_name": "cub", "tracking_uri": "http://tracker:5000"}]
+    given = _trackers("demo", {"vis_backend": ["mlflow"]},
+                      ["vis_backends=[{'type': 'MLflowVisBackend', 'tracking_uri': 'file:/runs'}]"])
+    assert given == [{"type": "MLflowVisBackend", "tracking_uri": "file:/runs"}]
 
 
 @pytest.mark.parametrize("command", ["train", "ablate"])

@@ -121,7 +121,7 @@ def test_metrics_and_checkpoints_of_a_run(tmp_path, capsys):
     assert main(["eval", str(run / "best.safetensors"), "--json", "--workers", "0",
                  "--out", str(tmp_path / "report")]) == 0
     document = json.loads(capsys.readouterr().out)
-    assert set(document) == {"top1", "top5", "mean_class_accuracy", "num_images", "heads"}
+    assert set(document) == {"top1", "top5", "mean_class_accuracy", "num_images", "heads", "calibration"}
     assert set(document["heads"]) == {"cls3", "cls4", "cls5", "concat", "ensemble"}
     assert document["top1"] == pytest.approx(metrics["best"]["top1"])
     assert (tmp_path / "report" / "confusion.png").is_file() and (tmp_path / "report" / "per_class.csv").is_file()

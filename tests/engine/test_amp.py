@@ -32,10 +32,10 @@ def test_bf16_only_where_the_gpu_computes_it_natively(gpu):
     set_native_bf16, calls = gpu
     set_native_bf16(True)
     assert autocast_dtype(CUDA) == torch.bfloat16
-    assert amp_wrapper_config(CUDA) == {"type": "Bf16OptimWrapper", "device_type": "cuda"}
+    assert amp_wrapper_config(autocast_dtype(CUDA), CUDA) == {"type": "Bf16OptimWrapper", "device_type": "cuda"}
     set_native_bf16(False)  # e.g. a T4 or V100: bf16 only emulated
     assert autocast_dtype(CUDA) == torch.float16
-    assert amp_wrapper_config(CUDA) == {"type": "AmpOptimWrapper", "dtype": "float16", "loss_scale": "dynamic"}
+    assert amp_wrapper_config(autocast_dtype(CUDA), CUDA) == {"type": "AmpOptimWrapper", "dtype": "float16", "loss_scale": "dynamic"}
     assert calls and not any(calls)  # always asked without emulation
     assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
 
@@ -52,16 +52,16 @@ def test_fp16_has_a_dynamic_loss_scaler_and_bf16_none(gpu, monkeypatch):
     import mmengine.optim.optimizer.amp_optimizer_wrapper as mm_amp
 
     monkeypatch.setattr(mm_amp, "is_cuda_available", lambda: True)  # the wrapper asserts a GPU
-    _, fp16 = _wrapper(amp_wrapper_config(CUDA), accumulate=2)
+    _, fp16 = _wrapper(amp_wrapper_config(autocast_dtype(CUDA), CUDA), accumulate=2)
     assert isinstance(fp16, AmpOptimWrapper) and fp16.cast_dtype == torch.float16
     assert fp16.loss_scaler is not None and fp16._scale_update_param is None  # dynamic
     set_native_bf16(True)
-    _, bf16 = _wrapper(amp_wrapper_config(CUDA), accumulate=2)
+    _, bf16 = _wrapper(amp_wrapper_config(autocast_dtype(CUDA), CUDA), accumulate=2)
     assert type(bf16) is Bf16OptimWrapper and not hasattr(bf16, "loss_scaler")
 
 
 def test_bf16_wrapper_autocasts_and_steps_once_per_accumulation_window():
-    model, wrapper = _wrapper(amp_wrapper_config(torch.device("cpu")), accumulate=2)
+    model, wrapper = _wrapper(amp_wrapper_config(torch.bfloat16, torch.device("cpu")), accumulate=2)
     wrapper.initialize_count_status(model, 0, 4)
     before = model.weight.detach().clone()
     inputs = torch.randn(3, 4)

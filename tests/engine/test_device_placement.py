@@ -36,15 +36,15 @@ def test_a_training_state_loads_on_the_cpu_whatever_device_the_resume_asks_for(t
 
 def test_a_process_without_a_gpu_of_its_own_is_told_how_to_launch(monkeypatch):
     """Slurm's --gpus-per-task binds one GPU to each task, which then sees only cuda:0 whatever its LOCAL_RANK."""
-    from cncnn_cli.engine import runner
+    from cncnn_cli.engine import plan
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setenv("LOCAL_RANK", "0")
-    assert runner._local_gpu() == 0
+    assert plan._local_gpu("pytorch") == 0
     monkeypatch.setenv("LOCAL_RANK", "3")
     with pytest.raises(CncnnError, match=r"process 3 of its node \(LOCAL_RANK\) but it sees 1 GPU\(s\).*"
                                          r"--gpus-per-node, not --gpus-per-task"):
-        runner._local_gpu()
+        plan._local_gpu("pytorch")
 
 
 def test_running_out_of_gpu_memory_is_one_line_with_what_was_asked_and_flags_that_fit(tmp_path, monkeypatch, capsys):

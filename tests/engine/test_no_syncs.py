@@ -165,19 +165,21 @@ def test_the_metric_copies_each_batch_to_the_host_once_and_keeps_the_same_result
 def test_loaders_keep_their_workers_and_prefetch_and_pin_on_cuda():
     from mmengine.runner import Runner
 
-    from cncnn_cli.engine.loader import PREFETCH_FACTOR, loader_config
+    from cncnn_cli.engine.loader import PREFETCH_FACTOR, loader_config, worker_init
 
-    cuda = loader_config(8, 2, torch.device("cuda"))
+    cuda = loader_config(8, 2, torch.device("cuda"), seed=0, rank=0)
     assert cuda["persistent_workers"] is True and cuda["prefetch_factor"] == PREFETCH_FACTOR and cuda["pin_memory"]
-    cpu = loader_config(8, 0, torch.device("cpu"))
+    cpu = loader_config(8, 0, torch.device("cpu"), seed=0, rank=0)
     assert cpu["persistent_workers"] is False and "prefetch_factor" not in cpu and not cpu["pin_memory"]
     import cncnn_cli.data.collate  # noqa: F401  (registers cncnn_collate)
 
     dataset = [{"inputs": torch.zeros(3, 4, 4, dtype=torch.uint8), "data_samples": 0}] * 4
     for workers in (0, 2):  # what mmengine builds from them
-        loader = Runner.build_dataloader(dict(loader_config(2, workers, torch.device("cpu")), dataset=dataset,
-                                              sampler=dict(type="DefaultSampler", shuffle=False)))
+        loader = Runner.build_dataloader(dict(loader_config(2, workers, torch.device("cpu"), seed=0, rank=0),
+                                              dataset=dataset, sampler=dict(type="DefaultSampler", shuffle=False)),
+                                         seed=0)
         assert loader.persistent_workers is (workers > 0)
+        assert (loader.worker_init_fn.func is worker_init) is (workers > 0)  # workers leave stop signals to us
         assert loader.prefetch_factor == (PREFETCH_FACTOR if workers else None)
 
 

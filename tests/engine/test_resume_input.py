@@ -15,7 +15,7 @@ from cncnn_cli.errors import CncnnError
     (["train", "demo", "--resume", "--epochs", "3"], ["train", "demo", "--resume", "auto", "--epochs", "3"]),
     # the command a resumed run prints when it is interrupted again
     (["train", "demo", "--resume", "auto"], ["train", "demo", "--resume", "auto"]),
-    # a path, even a missing one, is the value (and gets its own error), as README documents
+    # a path, even a missing one, is the value (and gets its own error), as docs/training.md documents
     (["train", "demo", "--resume", "old/state.pth"], ["train", "demo", "--resume", "old/state.pth"]),
     (["train", "demo", "--resume", "missing.pth"], ["train", "demo", "--resume", "missing.pth"]),
     # the recipe after a bare --resume stays the recipe

@@ -1,4 +1,4 @@
-"""CN-CNN written straight from MODEL.md's equations, on a state dict in the authors' layout.
+"""CN-CNN written straight from docs/model.md's equations, on a state dict in the authors' layout.
 
 Deliberately naive: laterals after upsampling, one ConvLSTM convolution over [x, h] at
 every step (zero state included), BatchNorm written out by hand (eval mode). Tests
@@ -89,7 +89,7 @@ def cncnn_logits(sd: dict, arch: str, images: torch.Tensor) -> dict[str, torch.T
 
 def random_official_state(arch: str = "resnet18", channels: int = 32, hidden: int = 16, num_classes: int = 5,
                           reduction: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random state dict with exactly MODEL.md's key list and shapes (BN stats randomized too)."""
+    """A random state dict with exactly docs/model.md's key list and shapes (BN stats randomized too)."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, scale=0.1):

@@ -1,4 +1,4 @@
-"""The ConvLSTM's fast step gives its plain step's numbers; ``fast=False`` is a fusion option."""
+"""The ConvLSTM's fast step gives its plain step's numbers; ``impl='plain'`` is a fusion option."""
 from __future__ import annotations
 
 import copy
@@ -34,7 +34,7 @@ def test_fast_step_equals_plain_step_values_and_gradients(checkpoint, training):
     torch.nn.init.normal_(fast.conv.weight, std=0.2)
     torch.nn.init.normal_(fast.conv.bias, std=0.2)
     plain = copy.deepcopy(fast)
-    plain.fast = False
+    plain.impl = "plain"
     # P5, P4, P3: ×4, ×2 and ×1 to the output size.
     sequence = [torch.randn(2, 6, s, s, dtype=torch.float64, requires_grad=True) for s in (3, 6, 12)]
     outputs_fast, outputs_plain = fast(sequence, (12, 12)), plain(sequence, (12, 12))
@@ -53,18 +53,18 @@ def test_fast_step_trains_after_a_first_call_under_inference_mode():
     assert cell.conv.weight.grad.abs().sum() > 0
 
 
-def test_fast_false_is_a_fusion_option():
-    fusion = build_from(FUSIONS, dict(type="convlstm", channels=8, fast=False), "fusion", in_channels=(16, 24, 40))
-    assert isinstance(fusion, ConvLSTMFusion) and not fusion.convlstm.fast
+def test_impl_plain_is_a_fusion_option():
+    fusion = build_from(FUSIONS, dict(type="convlstm", channels=8, impl="plain"), "fusion", in_channels=(16, 24, 40))
+    assert isinstance(fusion, ConvLSTMFusion) and fusion.impl_on(torch.device("cpu")) == "plain"
 
 
 @pytest.mark.parametrize("impl", ["auto", "phase", "conv"])
 def test_plain_convlstm_model_gives_the_default_logits(impl):
     fast = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, impl=impl))).double().eval()
-    plain = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, fast=False))).double()
+    plain = build_model(dict(tiny_model_config(), fusion=dict(type="convlstm", channels=32, impl="plain"))).double()
     plain.load_state_dict(fast.state_dict())  # strict: the same keys
     plain.eval()
-    assert fast.fusion.convlstm.fast and not plain.fusion.convlstm.fast
+    assert fast.fusion.impl_on(torch.device("cpu")) != "plain" and plain.fusion.impl_on(torch.device("cpu")) == "plain"
     images = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         out_fast, out_plain = fast(images, mode="tensor"), plain(images, mode="tensor")

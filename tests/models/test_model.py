@@ -1,4 +1,4 @@
-"""The model follows MODEL.md, and every exact speed-up gives the plain formula's numbers."""
+"""The model follows docs/model.md, and every exact speed-up gives the plain formula's numbers."""
 from __future__ import annotations
 
 import copy
@@ -11,6 +11,7 @@ from cncnn_cli.models.classifier import build_model
 from cncnn_plugins.backbones import ResNetBackbone
 from cncnn_plugins.fusions import ConvLSTM, Laterals
 from tests.helpers.configs import tiny_model_config
+from tests.helpers.numerics import assert_as_exact_as
 from tests.helpers.reference import convlstm_plain
 
 
@@ -21,22 +22,23 @@ def test_split_convlstm_equals_one_conv_over_x_and_h():
     sequence = [torch.randn(3, 8, 6, 5) for _ in range(3)]
     fast = cell(sequence)
     plain = convlstm_plain(sequence, cell.conv.weight, cell.conv.bias)
-    for a, b in zip(fast, plain):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    exact = convlstm_plain([x.double() for x in sequence], cell.conv.weight.double(), cell.conv.bias.double())
+    assert_as_exact_as(fast, plain, exact, torch.float32)
 
 
 def test_split_convlstm_gradients_equal_plain_gradients():
     cell = ConvLSTM(channels=4)
     sequence = [torch.randn(2, 4, 5, 5, requires_grad=True) for _ in range(3)]
-    sum(h.square().sum() for h in cell(sequence)).backward()
-    fast = [cell.conv.weight.grad.clone(), *(x.grad.clone() for x in sequence)]
-    cell.zero_grad()
-    for x in sequence:
-        x.grad = None
-    sum(h.square().sum() for h in convlstm_plain(sequence, cell.conv.weight, cell.conv.bias)).backward()
-    plain = [cell.conv.weight.grad, *(x.grad for x in sequence)]
-    for a, b in zip(fast, plain):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    weight, bias = cell.conv.weight, cell.conv.bias
+    exact_leaves = [t.detach().double().requires_grad_() for t in (weight, bias, *sequence)]
+
+    def grads(outputs, leaves):
+        return torch.autograd.grad(sum(h.square().sum() for h in outputs), leaves)
+
+    assert_as_exact_as(grads(cell(sequence), [weight, *sequence]),
+                       grads(convlstm_plain(sequence, weight, bias), [weight, *sequence]),
+                       grads(convlstm_plain(exact_leaves[2:], *exact_leaves[:2]), [exact_leaves[0], *exact_leaves[2:]]),
+                       torch.float32)
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -49,15 +51,16 @@ def test_laterals_before_upsampling_equal_upsampling_first(train):
     laterals.train(train)
     reference.train(train)
     s3, s4, s5 = torch.randn(4, 16, 12, 12), torch.randn(4, 24, 6, 6), torch.randn(4, 40, 3, 3)
+    exact = copy.deepcopy(reference).double()
     p3, p4, p5 = laterals((s3, s4, s5))
     up5 = F.interpolate(s5, size=(12, 12), mode="nearest")
     up4 = F.interpolate(s4, size=(12, 12), mode="nearest")
-    torch.testing.assert_close(p5, reference.fpa5(up5), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(p4, reference.lateral4(up4), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(p3, reference.lateral3(s3))
-    # Batch statistics were the same: the running estimates moved identically.
-    for a, b in zip(laterals.buffers(), reference.buffers()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    expected = [reference.fpa5(up5), reference.lateral4(up4), reference.lateral3(s3)]
+    exact_out = [exact.fpa5(up5.double()), exact.lateral4(up4.double()), exact.lateral3(s3.double())]
+    # Batch statistics were the same: the running estimates moved alike.
+    floats = [b for b in laterals.buffers() if b.is_floating_point()]
+    assert_as_exact_as([p5, p4, p3, *floats], [*expected, *(b for b in reference.buffers() if b.is_floating_point())],
+                       [*exact_out, *(b for b in exact.buffers() if b.is_floating_point())], torch.float32)
 
 
 @pytest.mark.parametrize("fusion,attention", [("convlstm", "spatial_channel"), ("sum", "spatial_channel"),

@@ -1,13 +1,16 @@
-"""The import directions of README's Architecture section, read from every module's AST.
+"""The import directions of docs/plugins.md, "Import directions", read from every module's AST.
 
-CLI → apis → engine, config, evaluation → models, data, weights, visualization → registry,
-errors, utils. Plugins use the registry and the core's base APIs only. Nothing imports upward,
+CLI → apis → engine → config, evaluation → models, data, weights, visualization → registry,
+errors, utils. Config is below the engine: a recipe, once it reaches the engine, never goes back
+to config, and resolving a config loads nothing of the engine. Plugins use the registry and the core's base APIs only. Nothing imports upward,
 the core never imports a built-in plugin (parts come by name through the registry), and the
 model never reads optimizer internals.
 """
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = {
     "cncnn_cli": 0, "cncnn_cli.errors": 0, "cncnn_cli.registry": 0, "cncnn_cli.utils": 0,
     "cncnn_cli.models": 1, "cncnn_cli.data": 1, "cncnn_cli.weights": 1, "cncnn_cli.visualization": 1,
-    "cncnn_cli.config": 2, "cncnn_cli.engine": 2, "cncnn_cli.evaluation": 2,
-    "cncnn_cli.apis": 3,
-    "cncnn_cli.cli": 4, "cncnn_cli.__main__": 4,
+    "cncnn_cli.deploy": 1,  # torch-free inference of exported models: data.images, numpy, onnxruntime
+    "cncnn_cli.config": 2, "cncnn_cli.evaluation": 2,
+    "cncnn_cli.engine": 3,
+    "cncnn_cli.apis": 4,
+    "cncnn_cli.cli": 5, "cncnn_cli.__main__": 5,
 }
 #: The highest core layer a plugin may import: the base APIs (registry, models, data, weights).
 PLUGIN_CEILING = 1
@@ -85,6 +90,13 @@ def test_the_rule_catches_an_upward_import(tmp_path):
     names = _imports(module, "cncnn_cli.engine.bad")
     assert "cncnn_cli.cli.common" in names and "cncnn_plugins.fusions" in names
     assert _layer("cncnn_cli.cli.common") > _layer("cncnn_cli.engine.bad")
+
+
+def test_resolving_a_config_loads_nothing_of_the_engine():
+    """Indirect imports too (through a third package), which the AST rule above cannot follow."""
+    code = "import cncnn_cli.config.resolve, sys; print([m for m in sys.modules if m.startswith('cncnn_cli.engine')])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]"
 
 
 def test_models_never_read_optimizer_internals():

@@ -1,4 +1,4 @@
-# CN-CNN with an ImageNet ResNet-50 (MODEL.md). num_classes is set from the dataset.
+# CN-CNN with an ImageNet ResNet-50 (docs/model.md). num_classes is set from the dataset.
 model = dict(
     type='CNCNN',
     num_classes=200,
