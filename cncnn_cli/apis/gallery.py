@@ -203,6 +203,11 @@ class GalleryPredictor:
                 raise CncnnError(f"--gallery {source} holds no means of the checkpoint's classes (its dataset was not "
                                  f"available when it was built); rebuild it with --dataset/--data-root, or use "
                                  f"--gallery-mode replace")
+            shared = sorted(set(predictor.classes) & set(gallery.classes))
+            if shared:
+                raise CncnnError(f"--gallery {source}: {', '.join(shared[:3])}{' …' if len(shared) > 3 else ''} "
+                                 f"is already a class of {predictor.source}; with --gallery-mode extend a name must "
+                                 f"mean one class: rename the gallery's folder, or use --gallery-mode replace")
             self.classes = [*predictor.classes, *gallery.classes]
             self.means = torch.cat([gallery.trained_means, gallery.means])
         else:

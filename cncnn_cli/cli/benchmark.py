@@ -44,7 +44,8 @@ def benchmark(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")] = False,
     inference: Annotated[bool, typer.Option(
         "--inference", help="CPU inference of --checkpoint and its --onnx exports instead, one table: torch eager "
-                            "fp32, torch bf16 autocast, onnxruntime; at batch 1 and 8 (or --batch-size).")] = False,
+                            "fp32, torch bf16 autocast, torch.compile (or why it is not available), onnxruntime; "
+                            "at batch 1 and 8 (or --batch-size).")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option(help="With --inference: the .safetensors checkpoint.",
                                                        show_default=False)] = None,
     onnx: Annotated[Optional[list[Path]], typer.Option(
@@ -53,6 +54,15 @@ def benchmark(
     threads: Annotated[Optional[int], typer.Option(
         min=1, help="With --inference: threads of every runtime [default: the machine's cores].",
         show_default=False)] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="With --inference: also each runtime's top-1 on this labelled dataset and its change against eager "
+             "fp32 [default: the checkpoint's, when --data-root is given].", show_default=False)] = None,
+    data_root: Annotated[Optional[str], typer.Option(
+        help="With --inference: the labelled dataset's folder.", show_default=False)] = None,
+    split: Annotated[str, typer.Option(help="With --inference --dataset: the split to score.")] = "test",
+    limit: Annotated[Optional[int], typer.Option(
+        min=1, help="With --inference --dataset: only its first N images [default: all].", show_default=False)
+    ] = None,
     plugin: PluginOption = None,
 ) -> None:
     """Time a training step and inference, and report peak memory, parameters and GFLOPs per image.
@@ -62,10 +72,14 @@ def benchmark(
     Example: cncnn benchmark --variant full --image-size 448 --batch-size 2 --amp --json
 
     Example: cncnn benchmark --inference --checkpoint best.safetensors --onnx cub.onnx --onnx cub-int8.onnx
+
+    Example: cncnn benchmark --inference --checkpoint best.safetensors --onnx cub-int8.onnx --dataset cub
+    --data-root data/CUB_200_2011 --limit 500
     """
     setup(plugin)
-    if inference or checkpoint or onnx or threads:
-        _inference(inference, checkpoint, onnx or [], batch_size, threads, steps, warmup, as_json)
+    if inference or checkpoint or onnx or threads or dataset or data_root or limit:
+        labelled = {"dataset": dataset, "data_root": data_root, "split": split, "limit": limit}
+        _inference(inference, checkpoint, onnx or [], batch_size, threads, steps, warmup, as_json, labelled)
         return
     from cncnn_cli.apis.benchmark import run_benchmark
 
@@ -80,24 +94,34 @@ def benchmark(
 
 
 def _inference(inference: bool, checkpoint: Path | None, onnx: list[Path], batch_size: int | None,
-               threads: int | None, steps: int | None, warmup: int | None, as_json: bool) -> None:
+               threads: int | None, steps: int | None, warmup: int | None, as_json: bool, labelled: dict) -> None:
     if not inference:
-        raise CncnnError("--checkpoint, --onnx and --threads apply to --inference: also give --inference")
+        raise CncnnError("--checkpoint, --onnx, --threads, --dataset, --data-root and --limit apply to --inference: "
+                         "also give --inference")
     if checkpoint is None:
         raise CncnnError("--inference needs --checkpoint CKPT.safetensors (and --onnx files exported from it)")
     from cncnn_cli.apis.inference_speed import BATCH_SIZES, run_inference_benchmark
 
     rows = run_inference_benchmark(checkpoint, onnx, (batch_size,) if batch_size else BATCH_SIZES, threads,
-                                   steps or 5, 1 if warmup is None else warmup)
+                                   steps or 5, 1 if warmup is None else warmup, **labelled)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    scored = "top1" in rows[0]
     table = Table(title=f"cncnn benchmark --inference: {checkpoint} ({rows[0]['threads']} threads)")
-    for column in ("runtime", "batch", "images/s", "× eager fp32", "p50 ms", "p95 ms", "peak RSS MiB"):
+    for column in ("runtime", "batch", "images/s", "× eager fp32", "p50 ms", "p95 ms", "peak RSS MiB",
+                   *(("top-1 %", "Δ top-1 pts") if scored else ())):
         table.add_column(column, justify="left" if column == "runtime" else "right")
+    unavailable = {row["runtime"]: row["reason"] for row in rows if not row["available"]}
+    if unavailable:  # below the table, whole: the reason is a sentence, too long for a cell
+        table.caption = "\n".join(f"{runtime}: not available: {reason}" for runtime, reason in unavailable.items())
     for row in rows:
+        if not row["available"]:
+            table.add_row(row["runtime"], str(row["batch"]), "n/a")
+            continue
         table.add_row(row["runtime"], str(row["batch"]), f"{row['images_per_s']:.2f}", f"{row['ratio']:.2f}",
-                      f"{row['p50_ms']:.0f}", f"{row['p95_ms']:.0f}", f"{row['peak_rss_mib']:.0f}")
+                      f"{row['p50_ms']:.0f}", f"{row['p95_ms']:.0f}", f"{row['peak_rss_mib']:.0f}",
+                      *((f"{row['top1']:.1f}", f"{row['top1_change']:+.1f}") if scored else ()))
     out_console.print(table)
 
 

@@ -3,11 +3,10 @@
 ``WorkDirHook`` writes ``last.safetensors`` and the resumable ``state.pth`` after every
 epoch, ``best.safetensors`` when top-1 on the selection split (test, or a validation set)
 improves, and ``metrics.json``, including the final test of the best checkpoint when a
-validation set chose it; it stops the run
-on a non-finite loss and saves-then-stops on Ctrl-C/SIGTERM. ``ResumeCheckHook`` refuses a
-state that does not continue the run being resumed. ``ConsoleHook`` draws a rich
-progress bar on a terminal and plain lines otherwise. Both act on rank 0 only, except
-that every rank joins the decision to stop.
+validation set chose it; it stops the run on a non-finite loss. ``StopHook`` has it save, then
+stops, on Ctrl-C/SIGTERM. ``ResumeCheckHook`` refuses a state that does not continue the run
+being resumed. ``ConsoleHook`` draws a rich progress bar on a terminal and plain lines
+otherwise. They write on rank 0 only, but every rank joins the decisions to stop.
 """
 from __future__ import annotations
 
@@ -52,7 +51,8 @@ def learning_rates(runner) -> tuple[float, float]:
 
 @HOOKS.register_module()
 class WorkDirHook(Hook):
-    """Checkpoints, resumable state, metrics.json, non-finite loss and interruption handling.
+    """What a run leaves in its work directory: checkpoints, resumable state and metrics.json;
+    it stops the run when the loss it records is not finite.
 
     Kept instead of mmengine's ``CheckpointHook``: that one writes pickled ``.pth`` files, while
     cncnn's checkpoints are self-describing safetensors and its state loads weights-only.
@@ -60,18 +60,13 @@ class WorkDirHook(Hook):
 
     priority = "VERY_LOW"  # after ParamSchedulerHook: the saved schedulers are already stepped
 
-    def __init__(self, checkpoint_info: Callable[[], Checkpoint], stop: StopRequest, batch_size: int,
-                 run_info: dict, resuming: bool, selected_on: str = "test", accumulate: int = 1,
-                 interval: int = 10) -> None:
+    def __init__(self, checkpoint_info: Callable[[], Checkpoint], run_info: dict, resuming: bool,
+                 selected_on: str = "test", interval: int = 10) -> None:
         self.checkpoint_info = checkpoint_info
         self.selected_on = selected_on
-        self.accumulate = accumulate
-        #: Iterations between read-backs of the loss (and, under DDP, between agreements to stop):
-        #: each read-back waits for the GPU to finish its queued work.
+        #: Iterations between read-backs of the loss: each waits for the GPU to finish its queued work.
         self.interval = interval
         self._checked_iters = 0
-        self.stop = stop
-        self.batch_size = batch_size
         self.run_info = run_info
         self.resuming = resuming
         self.metrics: dict = {}
@@ -99,19 +94,6 @@ class WorkDirHook(Hook):
         self._checked_iters = 0
         self._epoch_start = time.perf_counter()
         self._epoch_lrs = learning_rates(runner)  # the schedulers step at the epoch's end
-        self.stop.hold()
-
-    def before_val_epoch(self, runner) -> None:
-        """Until the first batch arrives the loader may be forking its workers: they are born with the
-        stop signals held, so that a signal to the whole job cannot kill one before it is set up."""
-        self.stop.hold()
-
-    before_test_epoch = before_val_epoch
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        self.stop.release()
-
-    before_val_iter = before_test_iter = before_train_iter
 
     # ------------------------------------------------------------ iterations
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -124,14 +106,13 @@ class WorkDirHook(Hook):
             self._epoch_skipped += int(data_batch.get("skipped", 0))
         if (batch_idx + 1) % self.interval == 0 or batch_idx + 1 == len(runner.train_dataloader):
             self._epoch_loss_value(runner)
-        if (batch_idx + 1) % self.accumulate == 0 and self._stop_agreed((batch_idx + 1) // self.accumulate):
-            # Mid-epoch, on an optimizer step (no half-accumulated gradient is lost): the sampler
-            # resumes after the samples this rank has consumed.
-            self._epoch_loss_value(runner)  # never save a diverged model
-            consumed = (batch_idx + 1) * self.batch_size
-            self._save_state(runner, meta={"epoch": runner.epoch, "iter": runner.iter + 1}, skip=consumed)
-            self._save_weights(runner, "last.safetensors")
-            raise TrainingInterrupted(self.stop.signum or 2)
+
+    def save_mid_epoch(self, runner, consumed: int) -> None:
+        """Save the state and ``last.safetensors`` of a run stopped after this iteration; the sampler
+        resumes after the ``consumed`` samples of this rank's epoch."""
+        self._epoch_loss_value(runner)  # never save a diverged model
+        self._save_state(runner, meta={"epoch": runner.epoch, "iter": runner.iter + 1}, skip=consumed)
+        self._save_weights(runner, "last.safetensors")
 
     def _epoch_loss_value(self, runner) -> float:
         """The epoch's summed loss, read back from the device; stops the run if it is not finite.
@@ -155,28 +136,8 @@ class WorkDirHook(Hook):
         self._checked_iters = self._epoch_iters
         return value
 
-    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self._stop_agreed(batch_idx + 1):  # the epoch's state was saved before validation began
-            raise TrainingInterrupted(self.stop.signum or 2)
-
-    after_test_iter = after_val_iter  # the final test runs after the last state was saved
-
-    def _stop_agreed(self, step: int) -> bool:
-        """Whether to stop now. Under DDP every rank must stop at the same step, so the ranks agree
-        through an all-reduce, and reading its result waits for the GPU: done every ``interval``
-        steps only (a Ctrl-C then takes effect within ``interval`` steps)."""
-        flag = self.stop.signum is not None
-        if is_distributed():
-            if step % self.interval:
-                return False
-            flag = _on_any_rank(flag)
-            if flag and self.stop.signum is None:
-                self.stop.signum = 2
-        return flag
-
     # ---------------------------------------------------------------- epochs
     def after_train_epoch(self, runner) -> None:
-        self.stop.release()  # also after an epoch without a batch
         epoch = runner.epoch + 1
         elapsed = max(time.perf_counter() - self._epoch_start, 1e-9)
         if is_distributed():  # every rank's images and skips, once per epoch
@@ -203,7 +164,6 @@ class WorkDirHook(Hook):
         self._write_metrics()
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        self.stop.release()
         if not metrics or runner.train_loop is None:
             return
         epoch = runner.train_loop.epoch  # already advanced past the trained epoch
@@ -232,7 +192,6 @@ class WorkDirHook(Hook):
         load_weights(model, state, self.work_dir / "best.safetensors")
 
     def after_test_epoch(self, runner, metrics=None) -> None:
-        self.stop.release()
         if metrics:
             self.metrics["test_at_best_val"] = {"epoch": self.metrics["best"]["epoch"], "split": "test",
                                                 **_rounded(metrics)}
@@ -277,6 +236,71 @@ class WorkDirHook(Hook):
             # run can go on with another --batch-size/--accumulate of the same effective batch.
             checkpoint["meta"]["iter"] = checkpoint["meta"]["epoch"] * len(runner.train_dataloader)
         runner.train_dataloader.sampler.skip = skip
+
+
+@HOOKS.register_module()
+class StopHook(Hook):
+    """Stops the run on Ctrl-C/SIGTERM/SIGUSR1, once ``WorkDirHook`` has saved what resumes it.
+
+    A signal only notes the request (:class:`StopRequest`); the run stops at the next optimizer
+    step (no half-accumulated gradient is lost) or validation/test batch, by raising
+    :class:`TrainingInterrupted`. Every rank stops at the same step.
+    """
+
+    priority = 95  # after WorkDirHook (VERY_LOW, 90) has counted the iteration it saves, before LOWEST
+
+    def __init__(self, stop: StopRequest, work_dir_hook: WorkDirHook, batch_size: int, accumulate: int = 1,
+                 interval: int = 10) -> None:
+        self.stop = stop
+        self.work_dir_hook = work_dir_hook
+        self.batch_size = batch_size
+        self.accumulate = accumulate
+        #: Steps between agreements to stop under DDP: each waits for the GPU to finish its queued work.
+        self.interval = interval
+
+    def before_train_epoch(self, runner) -> None:
+        """Until the first batch arrives the loader may be forking its workers: they are born with the
+        stop signals held, so that a signal to the whole job cannot kill one before it is set up."""
+        self.stop.hold()
+
+    before_val_epoch = before_test_epoch = before_train_epoch
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self.stop.release()
+
+    before_val_iter = before_test_iter = before_train_iter
+
+    def after_train_epoch(self, runner) -> None:
+        self.stop.release()  # also after an epoch without a batch
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.stop.release()
+
+    after_test_epoch = after_val_epoch
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if (batch_idx + 1) % self.accumulate == 0 and self._stop_agreed((batch_idx + 1) // self.accumulate):
+            self.work_dir_hook.save_mid_epoch(runner, consumed=(batch_idx + 1) * self.batch_size)
+            raise TrainingInterrupted(self.stop.signum or 2)
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self._stop_agreed(batch_idx + 1):  # the epoch's state was saved before validation began
+            raise TrainingInterrupted(self.stop.signum or 2)
+
+    after_test_iter = after_val_iter  # the final test runs after the last state was saved
+
+    def _stop_agreed(self, step: int) -> bool:
+        """Whether to stop now. Under DDP every rank must stop at the same step, so the ranks agree
+        through an all-reduce, and reading its result waits for the GPU: done every ``interval``
+        steps only (a Ctrl-C then takes effect within ``interval`` steps)."""
+        flag = self.stop.signum is not None
+        if is_distributed():
+            if step % self.interval:
+                return False
+            flag = _on_any_rank(flag)
+            if flag and self.stop.signum is None:
+                self.stop.signum = 2
+        return flag
 
 
 @HOOKS.register_module()

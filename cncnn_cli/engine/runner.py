@@ -20,7 +20,8 @@ from cncnn_cli.engine import amp
 from cncnn_cli.engine.mmengine_compat import mmengine_loggers, no_config_dump, place_mmengine_on
 from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr
 from cncnn_cli.engine.sampling import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
-from cncnn_cli.engine.hooks import STATE_FILE, ConsoleHook, ResumeCheckHook, WorkDirHook  # also registers DeferredRuntimeInfoHook
+from cncnn_cli.engine.hooks import (  # also registers DeferredRuntimeInfoHook
+    STATE_FILE, ConsoleHook, ResumeCheckHook, StopHook, WorkDirHook)
 from cncnn_cli.engine.loader import loader_config
 from cncnn_cli.engine.precision import apply_fp32_precision, describe_fp32_precision, uses_channels_last
 from cncnn_cli.engine.protocol import build_datasets
@@ -159,6 +160,8 @@ def build_runner(cfg: Config, run: RunPlan, work_dir: Path, resume_from: Path | 
     vis_backends = [dict(type="LocalVisBackend"), *(dict(backend) for backend in run.trackers)]  # trackers.py
     info = {**run_info(cfg, device, plan), **fp32}
     _route_logs()  # loggers of earlier runs in this process may hold a closed stream
+    work_dir_hook = WorkDirHook(checkpoint_info, info, resume_from is not None, selected_on=data.selected_on,
+                                interval=cfg.log_interval)
     with no_config_dump():  # cncnn writes config.py itself
         runner = Runner(
             model=model,
@@ -178,8 +181,8 @@ def build_runner(cfg: Config, run: RunPlan, work_dir: Path, resume_from: Path | 
             default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=cfg.log_interval),
                                runtime_info=dict(type="DeferredRuntimeInfoHook", interval=cfg.log_interval)),
             custom_hooks=[
-                WorkDirHook(checkpoint_info, stop, cfg.batch_size, info, resume_from is not None,
-                            selected_on=data.selected_on, accumulate=plan.accumulate, interval=cfg.log_interval),
+                work_dir_hook,
+                StopHook(stop, work_dir_hook, cfg.batch_size, accumulate=plan.accumulate, interval=cfg.log_interval),
                 ResumeCheckHook(info["batch"], info["selection"]),
                 ConsoleHook(cfg.log_interval),
                 TrackerHook(run.trackers),

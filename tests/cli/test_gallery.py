@@ -99,21 +99,27 @@ def _scaled(source, dst):
     ("single_class_replace", "has a single class"),
     ("no_trained_means", "holds no means of the checkpoint's classes"),
     ("threshold_without_gallery", "--unknown-threshold applies to gallery predictions"),
+    ("trained_name_extend", "is already a class of"),
 ])
 def test_bad_gallery_use_is_one_line(tmp_path, cncnn_checkpoint, folders, capsys, case, message):
     root, solo, _ = folders
     if case == "single_class_replace":
         root = tmp_path / "one"
         write_image(root / "only" / "x.jpg", 0, 5)
+    extra = []
+    if case == "trained_name_extend":  # a new folder named like a trained class: one name, two classes
+        write_image(root / "bird 0" / "x.jpg", 0, 6)
+        extra = ["--dataset", "imagefolder", "--data-root", str(make_imagefolder(tmp_path, TRAINED, {"train": 1}))]
     out = tmp_path / "g.safetensors"
-    assert _build(root, out, cncnn_checkpoint) == 0  # the converted checkpoint names no dataset: no trained means
+    assert _build(root, out, cncnn_checkpoint, *extra) == 0  # the converted checkpoint names no dataset: no trained means
     checkpoint = _scaled(cncnn_checkpoint, tmp_path / "other.safetensors") if case == "other_checkpoint" \
         else cncnn_checkpoint
     argv = ["predict", str(solo), "--checkpoint", str(checkpoint)]
     argv += {"other_checkpoint": ["--gallery", str(out), "--gallery-mode", "replace"],
              "single_class_replace": ["--gallery", str(out), "--gallery-mode", "replace"],
              "no_trained_means": ["--gallery", str(out)],
-             "threshold_without_gallery": ["--unknown-threshold", "0.5"]}[case]
+             "threshold_without_gallery": ["--unknown-threshold", "0.5"],
+             "trained_name_extend": ["--gallery", str(out)]}[case]
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

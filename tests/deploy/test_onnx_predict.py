@@ -169,22 +169,65 @@ def test_unusable_onnx_files_and_options_get_one_line_and_exit_2(tmp_path, monke
     assert expected in _one_error_line(capsys.readouterr().err)
 
 
-def test_benchmark_inference_measures_each_runtime_in_one_table(deploy_checkpoint, deploy_onnx, capsys):
+def test_benchmark_inference_measures_each_runtime_in_one_table(deploy_checkpoint, deploy_onnx, monkeypatch, capsys):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")  # inductor finds no compiler: the compile row says why
     capsys.readouterr()
     assert main(["benchmark", "--inference", "--checkpoint", str(deploy_checkpoint), "--onnx", str(deploy_onnx),
                  "--batch-size", "2", "--steps", "2", "--warmup", "0", "--threads", "1", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [row["runtime"] for row in rows] == ["torch eager fp32", "torch bf16 autocast",
+    assert [row["runtime"] for row in rows] == ["torch eager fp32", "torch bf16 autocast", "torch.compile fp32",
                                                  f"onnxruntime fp32 ({deploy_onnx.name})"]
-    assert all(row["batch"] == 2 and row["threads"] == 1 and row["images_per_s"] > 0 and row["peak_rss_mib"] > 0
-               and row["p50_ms"] <= row["p95_ms"] for row in rows)
+    measured = [rows[0], rows[1], rows[3]]
+    assert all(row["available"] and row["batch"] == 2 and row["threads"] == 1 and row["images_per_s"] > 0
+               and row["peak_rss_mib"] > 0 and row["p50_ms"] <= row["p95_ms"] for row in measured)
     assert rows[0]["ratio"] == 1.0
+    assert not rows[2]["available"] and "C++ compiler" in rows[2]["reason"] and rows[2]["images_per_s"] is None
+    assert "top1" not in rows[0]  # no labelled set given
     # its own process: the onnxruntime row's memory holds no torch
-    assert rows[2]["peak_rss_mib"] < rows[0]["peak_rss_mib"]
+    assert rows[3]["peak_rss_mib"] < rows[0]["peak_rss_mib"]
+
+
+def test_benchmark_inference_scores_each_runtime_on_a_labelled_set(deploy_checkpoint, deploy_onnx, deploy_data,
+                                                                   monkeypatch, capsys):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    capsys.readouterr()
+    assert main(["eval", str(deploy_checkpoint), "--json", "--workers", "0", "--data-root", str(deploy_data)]) == 0
+    expected = json.loads(capsys.readouterr().out)["top1"]
+    assert main(["benchmark", "--inference", "--checkpoint", str(deploy_checkpoint), "--onnx", str(deploy_onnx),
+                 "--batch-size", "2", "--steps", "1", "--warmup", "0", "--threads", "1", "--dataset", "imagefolder",
+                 "--data-root", str(deploy_data), "--json"]) == 0
+    rows = {row["runtime"]: row for row in json.loads(capsys.readouterr().out)}
+    eager, onnx_row = rows["torch eager fp32"], rows[f"onnxruntime fp32 ({deploy_onnx.name})"]
+    assert eager["top1"] == pytest.approx(expected, abs=1e-3) and eager["top1_change"] == 0
+    # the fp32 export gives the checkpoint's scores to 1e-7: the same argmax on every image
+    assert onnx_row["top1"] == pytest.approx(expected, abs=1e-3) and onnx_row["top1_change"] == pytest.approx(0)
+    bf16 = rows["torch bf16 autocast"]
+    assert bf16["top1_change"] == pytest.approx(bf16["top1"] - eager["top1"])
+    assert rows["torch.compile fp32"]["top1"] is None and rows["torch.compile fp32"]["top1_change"] is None
+
+
+def test_benchmark_inference_limit_scores_the_first_images(deploy_checkpoint, deploy_data, capsys):
+    from cncnn_cli.apis.inference_speed import _child
+
+    spec = {"runtime": "torch eager fp32", "kind": "torch", "bf16": False, "path": str(deploy_checkpoint),
+            "batch": 2, "threads": 1, "steps": 1, "warmup": 0,
+            "labelled": {"dataset": {"type": "imagefolder", "data_root": str(deploy_data)}, "split": "test",
+                         "limit": 1}}
+    _child(json.dumps(spec))
+    assert json.loads(capsys.readouterr().out)["top1"] in (0, 100)  # one image: right or wrong, nothing between
+
+
+def test_benchmark_inference_refuses_a_labelled_set_of_other_classes(tmp_path, deploy_checkpoint, capsys):
+    other = fixtures.make_imagefolder(tmp_path, classes=("a", "b"), counts={"train": 1, "test": 1})
+    capsys.readouterr()
+    assert main(["benchmark", "--inference", "--checkpoint", str(deploy_checkpoint), "--data-root", str(other)]) == 2
+    assert "predicts 3 classes" in _one_error_line(capsys.readouterr().err)
 
 
 def test_benchmark_inference_options_need_inference_and_a_checkpoint(deploy_onnx, capsys):
     assert main(["benchmark", "--onnx", str(deploy_onnx)]) == 2
+    assert "also give --inference" in _one_error_line(capsys.readouterr().err)
+    assert main(["benchmark", "--limit", "5"]) == 2
     assert "also give --inference" in _one_error_line(capsys.readouterr().err)
     assert main(["benchmark", "--inference"]) == 2
     assert "--inference needs --checkpoint" in _one_error_line(capsys.readouterr().err)

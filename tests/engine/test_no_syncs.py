@@ -13,7 +13,7 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 
-from cncnn_cli.engine.hooks import ConsoleHook, DeferredRuntimeInfoHook, NonFiniteLoss, WorkDirHook
+from cncnn_cli.engine.hooks import ConsoleHook, DeferredRuntimeInfoHook, NonFiniteLoss, StopHook, WorkDirHook
 from cncnn_cli.engine.signals import StopRequest
 
 READS = {"__float__", "__int__", "__bool__", "__index__", "item", "tolist", "cpu", "numpy"}
@@ -48,7 +48,7 @@ def _runner(iterations: int):
 
 
 def _work_dir_hook(tmp_path, interval: int) -> WorkDirHook:
-    hook = WorkDirHook(lambda: None, StopRequest(), batch_size=2, run_info={}, resuming=False, interval=interval)
+    hook = WorkDirHook(lambda: None, run_info={}, resuming=False, interval=interval)
     hook.work_dir = tmp_path
     return hook
 
@@ -105,7 +105,7 @@ def test_ddp_ranks_agree_to_stop_only_every_interval_steps(tmp_path, monkeypatch
     monkeypatch.setattr(hooks, "is_distributed", lambda: True)
     monkeypatch.setattr(hooks, "_dist_device", lambda: torch.device("cpu"))
     monkeypatch.setattr(hooks.dist, "all_reduce", lambda tensor, op=None: reduces.append(tensor))
-    hook = _work_dir_hook(tmp_path, interval=4)
+    hook = StopHook(StopRequest(), _work_dir_hook(tmp_path, interval=4), batch_size=2, interval=4)
     hook.stop.signum = 15
     agreed = [hook._stop_agreed(step) for step in range(1, 9)]
     assert agreed == [False, False, False, True] * 2 and len(reduces) == 2
@@ -198,3 +198,15 @@ def test_the_preprocessor_copies_batches_to_the_device_without_blocking(monkeypa
                                    "data_samples": torch.tensor([0, 1])})
     assert calls and all(calls)  # images and labels
     assert out["inputs"].dtype == torch.float32
+
+
+def test_the_stop_hook_runs_after_the_records_it_saves_and_before_the_trackers():
+    """A mid-epoch stop saves through WorkDirHook, which must have counted that iteration's loss first
+    (a NaN in it is then caught, never saved); the trackers read the records last."""
+    from mmengine.runner.priority import get_priority
+
+    from cncnn_cli.engine.hooks import StopHook
+    from cncnn_cli.engine.trackers import TrackerHook
+
+    order = [get_priority(hook.priority) for hook in (WorkDirHook, StopHook, TrackerHook)]
+    assert order == sorted(order) and len(set(order)) == 3

@@ -39,7 +39,7 @@ class InterruptAt(Hook):
         marker = Path(self.marker, f"rank{get_rank()}")
         if marker.exists():
             return
-        stop = next(hook.stop for hook in runner.hooks if type(hook).__name__ == "WorkDirHook")
+        stop = next(hook.stop for hook in runner.hooks if type(hook).__name__ == "StopHook")
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(os.getpid()))
         deadline = time.monotonic() + self.timeout

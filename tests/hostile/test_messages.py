@@ -11,7 +11,6 @@ from mmengine.logging import MessageHub
 
 from cncnn_cli.config.resolve import resolve_config
 from cncnn_cli.engine.hooks import STATE_FILE, NonFiniteLoss, WorkDirHook
-from cncnn_cli.engine.signals import StopRequest
 from cncnn_cli.errors import CncnnError
 
 
@@ -20,7 +19,7 @@ def _diverge(work_dir, epoch: int) -> str:
     runner = SimpleNamespace(train_dataloader=[None] * 2, epoch=epoch, max_epochs=3, iter=0,
                              optim_wrapper=SimpleNamespace(optimizer=SimpleNamespace(param_groups=[{"lr": 0.1}])),
                              message_hub=MessageHub(f"test_messages_{id(work_dir)}_{epoch}"))
-    hook = WorkDirHook(lambda: None, StopRequest(), batch_size=2, run_info={}, resuming=False, interval=1)
+    hook = WorkDirHook(lambda: None, run_info={}, resuming=False, interval=1)
     hook.work_dir = work_dir
     hook.before_train_epoch(runner)
     batch = {"inputs": torch.zeros(2, 1), "data_samples": torch.zeros(2)}
