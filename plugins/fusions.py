@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cncnn_cli.errors import CncnnError
-from cncnn_cli.models.ops import (autocast_once, integer_scale, lstm_gates, maybe_recompute, memory_format_of,
-                                  scatter_phases, upsampled_conv)
+from cncnn_cli.models.ops import (accumulation_dtype, autocast_once, integer_scale, lstm_gates, maybe_recompute,
+                                  memory_format_of, scatter_phases, upsampled_conv)
 from cncnn_cli.registry import FUSIONS
 from cncnn_plugins.init import init_new_layers
 
@@ -233,10 +233,17 @@ class ConvLSTM(nn.Module):
             h, c = lstm_gates(upsampled_conv(x, w.zero_state, w.zero_state_bias, scale), None)
             return tuple(scatter_phases(t, scale, x.shape[-2:], kernel, memory_format=memory_format)
                          for t in (h, c))
-        # conv_h(h) at full size; conv_x(up(x)) from the small x, added into it phase by phase.
+        # conv_h(h) at full size; conv_x(up(x)) from the small x, added into it phase by phase. Under
+        # fp16 autocast the gate pre-activation is summed in fp32 (conv_x's phases unrounded, an fp32
+        # GEMM) and rounded once, as the formula's one convolution over [x, h] is. bf16 keeps its
+        # GEMM: there the operands' rounding dominates (an fp32 sum measured no better) and bf16 is
+        # the CPU's --amp, where the GEMM's speed counts. fp32 and fp64 take no-op casts.
         gates = F.conv2d(h, w.h, None, padding=self.padding)
-        gates = scatter_phases(upsampled_conv(x, w.x, w.bias, scale), scale, x.shape[-2:], kernel, base=gates)
-        return lstm_gates(gates, c)
+        low = gates.dtype
+        accumulate = accumulation_dtype(low) if low == torch.float16 else low
+        phases = upsampled_conv(x, w.x, w.bias, scale, dtype=accumulate)
+        gates = scatter_phases(phases, scale, x.shape[-2:], kernel, base=gates.to(accumulate))
+        return lstm_gates(gates.to(low), c)
 
     def conv_step(self, x: torch.Tensor, h: torch.Tensor | None, c: torch.Tensor | None, size: tuple[int, int],
                   w: _StepWeights) -> tuple[torch.Tensor, torch.Tensor]:

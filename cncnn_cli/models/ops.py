@@ -17,6 +17,7 @@ tests/models/test_speedups.py checks the kernels against the plain formulas, val
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import cache
 from typing import NamedTuple
 
@@ -64,7 +65,7 @@ def phase_plan(kernel_size: int, scale: int) -> PhasePlan:
 
 @torch.compiler.disable
 def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   scale: tuple[int, int]) -> torch.Tensor:
+                   scale: tuple[int, int], dtype: torch.dtype | None = None) -> torch.Tensor:
     """Phases of ``conv2d(nearest_upsample(x, scale), weight, bias, padding=k//2)``, computed on ``x``.
 
     Returns a (B, O, Ph, Pw, Lh, Lw) view: output pixel ``(s_h·i + a, s_w·j + b)`` is
@@ -72,6 +73,11 @@ def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     :func:`scatter_phases`). For a 3×3 kernel, ×2 costs 4/9 and ×4 1/4 of the upsampled
     convolution's multiply-adds. One im2col and one GEMM: oneDNN's convolutions with
     thousands of output channels on tiny maps are slow, bf16 backward especially.
+
+    ``dtype`` (default ``x.dtype``) is the output's: ``accumulation_dtype(x.dtype)`` keeps the
+    phases unrounded under fp16/bf16 autocast (exact upcasts of x, the merged taps unrounded, an
+    fp32 GEMM), for a caller that adds them to another sum and rounds once
+    (:meth:`~cncnn_plugins.fusions.ConvLSTM.fast_step`).
     """
     plan_h, plan_w = phase_plan(weight.shape[-2], scale[0]), phase_plan(weight.shape[-1], scale[1])
     # Every sum outside the GEMM runs in fp32 under fp16/bf16 autocast and is rounded once, as cuDNN
@@ -87,18 +93,23 @@ def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     mh = _phase_matrices(weight.shape[-2], scale[0], accumulate, weight.device)
     mw = _phase_matrices(weight.shape[-1], scale[1], accumulate, weight.device)
     ph, pw = mh.shape[0], mw.shape[0]
-    merged = torch.einsum("pyt,qxr,octr->pqocyx", mh, mw, weight.to(accumulate)).to(weight.dtype)
-    merged = merged.reshape(ph * pw * weight.shape[0], -1)
-    bias = None if bias is None else bias.to(accumulate).repeat(ph * pw).to(bias.dtype)
-    # The GEMM's orientation puts channels innermost for channels_last inputs, pixels otherwise,
-    # so that scatter_phases copies along the innermost dimension of both sides.
-    if memory_format_of(x) == torch.channels_last:
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * rows * cols, -1).to(x.dtype)
-        out = patches @ merged.t() if bias is None else torch.addmm(bias, patches, merged.t())
-        return out.view(batch, rows, cols, ph, pw, -1).permute(0, 5, 3, 4, 1, 2)
-    patches = patches.permute(1, 4, 5, 0, 2, 3).reshape(-1, batch * rows * cols).to(x.dtype)
-    out = merged @ patches if bias is None else torch.addmm(bias[:, None], merged, patches)
-    return out.view(ph, pw, -1, batch, rows, cols).permute(3, 2, 0, 1, 4, 5)
+    upcast = dtype is not None and dtype != x.dtype
+    with torch.autocast(x.device.type, enabled=False):  # autocast would run the einsum in fp16/bf16
+        merged = torch.einsum("pyt,qxr,octr->pqocyx", mh, mw, weight.to(accumulate))
+    merged = merged.reshape(ph * pw * weight.shape[0], -1).to(dtype if upcast else weight.dtype)
+    bias = None if bias is None else bias.to(accumulate).repeat(ph * pw).to(dtype if upcast else bias.dtype)
+    gemm_dtype = dtype if upcast else x.dtype
+    # Autocast would cast an upcast GEMM's operands back down.
+    with torch.autocast(x.device.type, enabled=False) if upcast else nullcontext():
+        # The GEMM's orientation puts channels innermost for channels_last inputs, pixels otherwise,
+        # so that scatter_phases copies along the innermost dimension of both sides.
+        if memory_format_of(x) == torch.channels_last:
+            patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * rows * cols, -1).to(gemm_dtype)
+            out = patches @ merged.t() if bias is None else torch.addmm(bias, patches, merged.t())
+            return out.view(batch, rows, cols, ph, pw, -1).permute(0, 5, 3, 4, 1, 2)
+        patches = patches.permute(1, 4, 5, 0, 2, 3).reshape(-1, batch * rows * cols).to(gemm_dtype)
+        out = merged @ patches if bias is None else torch.addmm(bias[:, None], merged, patches)
+        return out.view(ph, pw, -1, batch, rows, cols).permute(3, 2, 0, 1, 4, 5)
 
 
 @cache

@@ -36,3 +36,15 @@ def assert_as_exact_as(actual: Sequence[torch.Tensor], reference: Sequence[torch
     names = list(names) if names is not None else [f"#{i}" for i in range(len(fast))]
     worse = [f"{n}: {f:.1e} (reference {r:.1e})" for n, f, r in zip(names, fast, ref) if f > max(FACTOR * r, floor)]
     assert not worse, f"{where}: more than {FACTOR:g}x the reference's error against fp64: " + "; ".join(worse)
+
+
+def assert_worst_at_most(actual: Sequence[torch.Tensor], reference: Sequence[torch.Tensor],
+                         exact: Sequence[torch.Tensor], dtype: torch.dtype, where: str = "") -> None:
+    """``actual``'s worst error over all its tensors is at most ``reference``'s worst (1× plus one ``eps``).
+
+    For a path that rounds no more often than the reference: the worst tensor, not each one, since
+    the two paths' roundings land on different elements and single gradients differ by noise.
+    """
+    fast, ref = max(rel_errs(actual, exact)), max(rel_errs(reference, exact))
+    bound = ref * (1 + torch.finfo(dtype).eps)
+    assert fast <= bound, f"{where}: worst error {fast:.2e} against fp64, over the reference's {ref:.2e}"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from cncnn_cli.models.ops import scatter_phases, upsampled_conv
 from cncnn_plugins.fusions import ConvLSTMFusion
 from cncnn_plugins.official_formulation import OfficialConvLSTMFusion
-from tests.helpers.numerics import assert_as_exact_as
+from tests.helpers.numerics import assert_as_exact_as, assert_worst_at_most
 
 pytestmark = pytest.mark.numerics
 
@@ -103,5 +103,9 @@ def test_fusion_fast_paths_are_as_exact_as_the_authors_formulation_under_autocas
     for precision, dtype in LOW.items():
         fast, official, feats = _fusion_pair(impl, torch.float32)
         amp = None if dtype == torch.float32 else dtype
-        assert_as_exact_as(_fusion_run(fast, feats, amp), _fusion_run(official, feats, amp), reference, dtype,
-                           f"{impl} {precision}", names)
+        fast_run, official_run = _fusion_run(fast, feats, amp), _fusion_run(official, feats, amp)
+        assert_as_exact_as(fast_run, official_run, reference, dtype, f"{impl} {precision}", names)
+        if impl == "phase" and dtype == torch.float16:
+            # phase sums the gate pre-activation in fp32 and rounds it once, as the authors' one
+            # convolution over [x, h] does: its worst fp16 error is theirs or less.
+            assert_worst_at_most(fast_run, official_run, reference, dtype, f"{impl} {precision}")
