@@ -12,6 +12,16 @@ from cncnn_cli.registry import load_plugins
 load_plugins()
 
 @pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that sets torch's thread count (``benchmark --threads`` run in-process) must not leak it:
+    a later in-process training would then take another numerical path than the same run in a
+    subprocess (different threads, different sums), and a resume-equals-straight check fails."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _seed_and_no_network(monkeypatch):
     torch.manual_seed(0)
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cncnn_cli.models.variants import OFFICIAL_FORMULATION, VARIANTS
-from cncnn_cli.cli.common import CompileOption, PluginOption, err_console, file_path, out_console, setup
+from cncnn_cli.cli.common import CompileOption, PluginOption, err_console, file_path, folder_path, out_console, setup
 from cncnn_cli.errors import CncnnError
 
 Variant = Enum("Variant", {name: name for name in (*VARIANTS, OFFICIAL_FORMULATION)}, type=str)
@@ -58,7 +58,7 @@ def benchmark(
         help="With --inference: also each runtime's top-1 on this labelled dataset and its change against eager "
              "fp32 [default: the checkpoint's, when --data-root is given].", show_default=False)] = None,
     data_root: Annotated[Optional[str], typer.Option(
-        help="With --inference: the labelled dataset's folder.", show_default=False)] = None,
+        help="With --inference: the labelled dataset's folder.", show_default=False, callback=folder_path)] = None,
     split: Annotated[str, typer.Option(help="With --inference --dataset: the split to score.")] = "test",
     limit: Annotated[Optional[int], typer.Option(
         min=1, help="With --inference --dataset: only its first N images [default: all].", show_default=False)
