@@ -20,7 +20,7 @@ from cncnn_cli.errors import CncnnError
 from cncnn_cli.data.transforms import build_transform
 from cncnn_cli.deploy.predictions import Prediction, chunks, load_chunk, non_finite, top_k
 from cncnn_cli.models.compile import compile_model
-from cncnn_cli.models.embedding import DEFAULT_EMBEDDING, EmbeddingCapture, check_embedding
+from cncnn_cli.models.embedding import DEFAULT_EMBEDDING, EmbeddingCapture
 
 
 class Predictor:
@@ -40,7 +40,7 @@ class Predictor:
         self.classes = info.classes
         #: Logits are divided by it before the softmax (``cncnn calibrate``); top-1 never changes.
         self.temperature = info.temperature or 1.0
-        self.embedding = check_embedding(info.embedding or DEFAULT_EMBEDDING)
+        self.embedding = info.embedding or DEFAULT_EMBEDDING
         self.source: str | Path = "the model"  # named in errors; the checkpoint's path once loaded from one
         self.transform = build_transform(info.preprocess, train=False)
 

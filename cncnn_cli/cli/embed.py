@@ -11,8 +11,10 @@ import typer
 from cncnn_cli.cli.common import (MaxPixelsOption, PluginOption, default_checkpoint, err_console, file_path,
                                    folder_path, setup)
 from cncnn_cli.config.defaults import DEFAULT_WORKERS
+from cncnn_cli.cli.image_inputs import refuse_only_empty_folders, walk_inputs
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.utils.paths import refuse_own_input
+from cncnn_cli.utils.textio import output_text, output_value
 
 
 def embed(
@@ -53,7 +55,7 @@ def embed(
     setup(plugin, max_pixels)
     from cncnn_cli.apis.embedding import EmbeddingFile, iter_dataset_embeddings
     from cncnn_cli.apis.inference import Predictor
-    from cncnn_cli.cli.predict import _refuse_only_empty_folders
+    from cncnn_cli.data.images import is_folder
     from cncnn_cli.utils.progress import progress
 
     path = checkpoint or default_checkpoint()
@@ -67,20 +69,20 @@ def embed(
                                                     batch_size, workers)
             total = len(data)
         else:
-            _refuse_only_empty_folders(inputs)
-            total = None if any(p == Path("-") or p.is_dir() for p in inputs) else len(inputs)
+            refuse_only_empty_folders(inputs)
+            total = None if any(p == Path("-") or is_folder(p) for p in inputs) else len(inputs)
             entries = predictor.iter_embed(_images(inputs), batch_size=batch_size)
         failed = 0
         with progress("embedding", total=total, unit="images") as bar:
             for entry in entries:
                 if as_jsonl:
-                    sys.stdout.write(json.dumps(entry.to_json()) + "\n")
+                    sys.stdout.write(json.dumps(output_value(entry.to_json())) + "\n")
                     sys.stdout.flush()
                 if out_file is not None:
                     out_file.write(entry)
                 if entry.error is not None:
                     failed += 1
-                    err_console.print(f"error: {entry.error}", markup=False, highlight=False, soft_wrap=True)
+                    err_console.print(f"error: {output_text(entry.error)}", markup=False, highlight=False, soft_wrap=True)
                 bar.advance()
         if out_file is not None:
             out_file.commit({"embedding": predictor.embedding, "checkpoint": str(path)})
@@ -96,9 +98,8 @@ def embed(
 
 
 def _images(inputs: list[Path]):
-    """:func:`cncnn_cli.cli.predict._images`, its error entries (an empty folder) as embedding entries."""
+    """:func:`walk_inputs`, its error entries (an empty folder) as embedding entries."""
     from cncnn_cli.apis.inference import Embedded, Prediction
-    from cncnn_cli.cli.predict import _images as walk
 
-    for item in walk(inputs):
+    for item in walk_inputs(inputs):
         yield Embedded(image=item.image, error=item.error) if isinstance(item, Prediction) else item

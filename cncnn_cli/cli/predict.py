@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Annotated, Optional
@@ -17,6 +15,7 @@ from rich.text import Text
 
 from cncnn_cli.cli.common import (CompileOption, MaxPixelsOption, PluginOption, default_checkpoint, err_console,
                                    file_path, out_console, setup)
+from cncnn_cli.cli.image_inputs import refuse_only_empty_folders, walk_inputs
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.utils.atomic import write_error
 from cncnn_cli.utils.textio import output_text, output_value
@@ -79,7 +78,7 @@ def predict(
         set_max_pixels(max_pixels)
     else:
         setup(plugin, max_pixels)
-    _refuse_only_empty_folders(inputs)
+    refuse_only_empty_folders(inputs)
     if gallery is None and (unknown_threshold is not None or gallery_mode != "extend"):
         option = "--unknown-threshold" if unknown_threshold is not None else "--gallery-mode"
         raise CncnnError(f"{option} applies to gallery predictions: also give --gallery G")
@@ -102,11 +101,11 @@ def predict(
             if as_jsonl:
                 writers.append(_JsonLines(sys.stdout))
             if out is not None:
-                out_file = _PartFile(out, topk)
+                out_file = _PartFile(out, topk, unknown_column=gallery is not None)
                 writers.append(out_file)
             kept = [] if not writers or as_json else None  # the table and --json need every result at the end
             bar = stack.enter_context(progress("predicting", total=total, unit="images"))
-            for result in predictor.iter_predict(_images(inputs), topk=topk, batch_size=batch_size):
+            for result in predictor.iter_predict(walk_inputs(inputs), topk=topk, batch_size=batch_size):
                 for writer in writers:
                     writer.write(result)
                 done += 1
@@ -153,61 +152,6 @@ def _interrupted(done: int, as_jsonl: bool, out_file: _PartFile | None) -> str:
     return f"interrupted after {done} image{'' if done == 1 else 's'}: " + "; ".join(where)
 
 
-def _refuse_only_empty_folders(inputs: list[Path]) -> None:
-    """Stop at once, exit 2, when every input is a folder without images: there is nothing to do.
-    (An empty folder among other inputs is an error entry in its place instead, like a missing file.)"""
-    from cncnn_cli.data.images import iter_images
-
-    from cncnn_cli.data.images import is_folder
-
-    if inputs and all(path != Path("-") and is_folder(path) for path in inputs) \
-            and not any(_has_images(path) for path in inputs):
-        raise CncnnError(_no_images(inputs))
-
-
-def _has_images(folder: Path) -> bool:
-    """Whether walking ``folder`` finds an image; a folder that cannot be listed counts (as its error entry)."""
-    from cncnn_cli.data.images import ImageReadError, iter_images
-
-    try:
-        return next(iter_images(folder), None) is not None
-    except ImageReadError:
-        return True
-
-
-def _no_images(folders: list[Path]) -> str:
-    from cncnn_cli.data.images import IMAGE_SUFFIXES
-
-    return (f"{', '.join(map(str, folders))}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, "
-            f"in subfolders too)")
-
-
-def _images(inputs: Iterable[Path]) -> Iterator:
-    """Every image path, lazily: folders walked as they are reached, ``-`` read from stdin line by line;
-    an empty folder becomes an error entry (a ``Prediction``) in its place."""
-    from cncnn_cli.data.images import ImageReadError, is_folder, iter_images
-    from cncnn_cli.deploy.predictions import Prediction
-
-    for path in inputs:
-        if path == Path("-"):
-            if isinstance(sys.stdin, io.TextIOWrapper):  # names that are not UTF-8 come through as they are
-                sys.stdin.reconfigure(errors="surrogateescape")
-            yield from (Path(line.rstrip("\r\n")) for line in sys.stdin if line.strip())
-        elif is_folder(path):
-            found = False
-            try:
-                for image in iter_images(path):
-                    found = True
-                    yield image
-            except ImageReadError as exc:  # the folder cannot be listed: its error entry
-                yield Prediction(image=str(path), error=str(exc))
-                continue
-            if not found:  # an error entry in its place, like a missing file's
-                yield Prediction(image=str(path), error=_no_images([path]))
-        else:
-            yield from iter_images(path)
-
-
 class _JsonLines:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
@@ -218,17 +162,21 @@ class _JsonLines:
 
 
 class _CsvRows:
-    """One row per image: its path, then label and score for each of the top k, and an error column."""
+    """One row per image: its path, then label and score for each of the top k, and an error column;
+    with a gallery, an ``unknown`` column too (true, false, or empty without a threshold)."""
 
-    def __init__(self, stream: IO[str], topk: int) -> None:
-        self.stream, self.topk = stream, topk
+    def __init__(self, stream: IO[str], topk: int, unknown_column: bool = False) -> None:
+        self.stream, self.topk, self.unknown_column = stream, topk, unknown_column
         self.writer = csv.writer(stream)
         ranks = [(f"label_{k}", f"score_{k}") for k in range(1, topk + 1)]
-        self.writer.writerow(["image", *[name for pair in ranks for name in pair], "error"])
+        self.writer.writerow(["image", *[name for pair in ranks for name in pair],
+                              *(["unknown"] if unknown_column else []), "error"])
 
     def write(self, result) -> None:
         cells = [cell for p in result.predictions for cell in (p["label"], f"{p['score']:.6f}")]
         cells += [""] * (2 * self.topk - len(cells))
+        if self.unknown_column:
+            cells.append("" if result.unknown is None else str(result.unknown).lower())
         self.writer.writerow(output_value([result.image, *cells, result.error or ""]))
         self.stream.flush()
 
@@ -239,7 +187,7 @@ class _PartFile:
     ``OUT`` stays as it was until then. A write that fails (a full disk) removes the part file and
     raises one line, exit 1."""
 
-    def __init__(self, out: Path, topk: int) -> None:
+    def __init__(self, out: Path, topk: int, unknown_column: bool = False) -> None:
         self.out, self.part = out, out.with_name(out.name + ".part")
         csv_file = out.suffix.lower() == ".csv"
         try:
@@ -248,7 +196,7 @@ class _PartFile:
         except OSError as exc:
             raise CncnnError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         try:
-            self.writer = _CsvRows(self.stream, topk) if csv_file else _JsonLines(self.stream)
+            self.writer = _CsvRows(self.stream, topk, unknown_column) if csv_file else _JsonLines(self.stream)
         except OSError as exc:
             self._fail(exc)
 

@@ -82,6 +82,8 @@ FLAGS: tuple[Flag, ...] = (
          "CUDA); the first batch compiles first.", "compile"),
     Flag("gpu_decode", bool, "Decode JPEGs (nvJPEG), resize and crop on the GPU; the loader workers only read "
          "files. For when the CPUs cannot feed the model (`cncnn data speed`).", "gpu_decode"),
+    Flag("retrieval", bool, "Also Recall@1/2/4/8 and MAP@R of the image embedding at every evaluation, into "
+         "metrics.json and the trackers (leave-one-out; docs/beyond-top1.md).", "retrieval"),
     Flag("fp32_precision", Literal["high", "highest"], "CUDA fp32 matmuls and convolutions: high = TF32 (the "
          "default, faster), highest = full fp32.", "fp32_precision"),
     Flag("vis_backend", list[str], "Experiment tracker: tensorboard, wandb, mlflow, clearml, dvclive or aim "

@@ -149,6 +149,9 @@ class Recipe(_Strict):
     #: Decode JPEGs, resize and crop on the model's device; the loader workers read files
     #: (--gpu-decode; cncnn_cli/data/gpu_decode.py).
     gpu_decode: bool = False
+    #: Also leave-one-out Recall@K and MAP@R of the default embedding at every evaluation, into
+    #: metrics.json and the trackers (--retrieval; docs/beyond-top1.md).
+    retrieval: bool = False
     log_interval: int = Field(default=10, gt=0)
     work_dir: Optional[str] = None
     custom_hooks: list[dict] = []

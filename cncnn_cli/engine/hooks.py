@@ -438,6 +438,13 @@ def _dist_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def _retrieval(metrics: dict) -> str:
+    """``  R@1 … MAP@R …`` of a ``retrieval=True`` evaluation, else nothing."""
+    if "retrieval_recall_at_1" not in metrics:
+        return ""
+    return f"  R@1 {metrics['retrieval_recall_at_1']:.2f}  MAP@R {metrics['retrieval_map_at_r']:.2f}"
+
+
 def _rounded(metrics: dict) -> dict:
     return {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in metrics.items()}
 
@@ -496,12 +503,13 @@ class ConsoleHook(Hook):
         if is_main_process() and metrics:
             heads = " ".join(f"{k.removesuffix('_top1')} {v:.2f}" for k, v in metrics.items() if k.endswith("_top1"))
             self.console.print(f"epoch {runner.train_loop.epoch}: top-1 {metrics['top1']:.2f}  "
-                               f"top-5 {metrics['top5']:.2f}  ({heads})", highlight=False, soft_wrap=True)
+                               f"top-5 {metrics['top5']:.2f}  ({heads}){_retrieval(metrics)}",
+                               highlight=False, soft_wrap=True)
 
     def after_test_epoch(self, runner, metrics=None) -> None:
         if is_main_process() and metrics:
             self.console.print(f"test split, once, at the checkpoint chosen on val: top-1 {metrics['top1']:.2f}  "
-                               f"top-5 {metrics['top5']:.2f}", highlight=False, soft_wrap=True)
+                               f"top-5 {metrics['top5']:.2f}{_retrieval(metrics)}", highlight=False, soft_wrap=True)
 
     def after_train(self, runner) -> None:
         if self.progress is not None:

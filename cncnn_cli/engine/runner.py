@@ -19,6 +19,7 @@ from cncnn_cli.weights.checkpoint import Checkpoint
 from cncnn_cli.engine import amp
 from cncnn_cli.engine.mmengine_compat import mmengine_loggers, no_config_dump, place_mmengine_on
 from cncnn_cli.engine.batching import BatchPlan, describe, mmengine_auto_scale_lr
+from cncnn_cli.engine.embedding_hook import EmbeddingHook
 from cncnn_cli.engine.sampling import ResumableSampler, SeededAugmentation  # noqa: F401  (registers the sampler)
 from cncnn_cli.engine.hooks import (  # also registers DeferredRuntimeInfoHook
     STATE_FILE, ConsoleHook, ResumeCheckHook, StopHook, WorkDirHook)
@@ -171,8 +172,8 @@ def build_runner(cfg: Config, run: RunPlan, work_dir: Path, resume_from: Path | 
                                   sampler=dict(type="cncnn_train_sampler", shuffle=True, seed=cfg.seed,
                                                step=cfg.batch_size * plan.accumulate)),
             val_dataloader=dict(loader, dataset=data.selection, sampler=dict(type="DefaultSampler", shuffle=False)),
-            val_evaluator=dict(type="cncnn_accuracy"),
-            **_final_test(data, loader),
+            val_evaluator=dict(type="cncnn_accuracy", retrieval=cfg.retrieval),
+            **_final_test(data, loader, cfg.retrieval),
             optim_wrapper=optim_wrapper,
             param_scheduler=list(cfg.param_scheduler) or None,
             train_cfg=dict(cfg.train_cfg),
@@ -186,6 +187,7 @@ def build_runner(cfg: Config, run: RunPlan, work_dir: Path, resume_from: Path | 
                 ResumeCheckHook(info["batch"], info["selection"]),
                 ConsoleHook(cfg.log_interval),
                 TrackerHook(run.trackers),
+                *([EmbeddingHook(len(data.classes))] if cfg.retrieval else []),
                 *cfg.custom_hooks,
             ],
             load_from=str(resume_from) if resume_from else None,
@@ -211,13 +213,13 @@ def build_runner(cfg: Config, run: RunPlan, work_dir: Path, resume_from: Path | 
     return runner
 
 
-def _final_test(data, loader: dict) -> dict:
+def _final_test(data, loader: dict, retrieval: bool) -> dict:
     """When a validation set chooses the checkpoint, the Runner also gets the test split, evaluated
     once after training (``final_test``)."""
     if data.selected_on == "test":
         return {}
     return dict(test_dataloader=dict(loader, dataset=data.test, sampler=dict(type="DefaultSampler", shuffle=False)),
-                test_evaluator=dict(type="cncnn_accuracy"), test_cfg=dict())
+                test_evaluator=dict(type="cncnn_accuracy", retrieval=retrieval), test_cfg=dict())
 
 
 def _runner_cfg(cfg: Config, device: torch.device, work_dir: Path) -> Config:

@@ -1,10 +1,14 @@
-"""Accuracy metrics: top-1, top-5, mean per-class accuracy, per-classifier top-1."""
+"""Accuracy metrics: top-1, top-5, mean per-class accuracy, per-classifier top-1; retrieval on request."""
 from __future__ import annotations
 
 import torch
 from mmengine.evaluator import BaseMetric
 
 from mmengine.registry import METRICS
+
+from cncnn_cli.errors import CncnnError
+from cncnn_cli.evaluation.retrieval import retrieval_metrics
+from cncnn_cli.models.embedding import EmbeddingCapture
 
 
 def _percent(hits: torch.Tensor) -> float:
@@ -43,15 +47,21 @@ class AccuracyMetric(BaseMetric):
     """mmengine metric over the model's predict-mode outputs (one dict per image).
 
     Validation (mmengine's ValLoop) and ``cncnn eval`` both feed it, so both report the same numbers.
+    With ``retrieval`` (training's ``retrieval=True``) it also keeps each image's embedding, read
+    by :attr:`capture` during the same forward pass, and adds leave-one-out Recall@K and MAP@R as
+    ``retrieval_recall_at_K`` and ``retrieval_map_at_r`` (flat names that every tracker accepts).
     """
 
     default_prefix = ""
 
-    def __init__(self, prefix: str | None = None) -> None:
+    def __init__(self, prefix: str | None = None, retrieval: bool = False) -> None:
         # Under DDP the ranks' results are gathered in memory (all_gather_object), on NCCL and gloo
         # alike. mmengine's default, "cpu", passes them through pickle files in ./.dist_test/ of the
         # current folder: left behind in the user's folder, and wrong on nodes that do not share it.
         super().__init__(collect_device="gpu", prefix=prefix)
+        self.retrieval = retrieval
+        #: Under ``retrieval``: the embedding capture on the evaluated model (``EmbeddingHook`` sets it).
+        self.capture: EmbeddingCapture | None = None
 
     def process(self, data_batch, data_samples) -> None:
         """Keep each image's logits on the host, copied there in one transfer per batch.
@@ -64,16 +74,36 @@ class AccuracyMetric(BaseMetric):
         names = list(data_samples[0]["heads"])
         packed = torch.stack([torch.cat([s["logits"].float(), *(s["heads"][n].float() for n in names)])
                               for s in data_samples]).cpu()
-        for sample, row in zip(data_samples, packed):
+        embeddings = self._embeddings(len(data_samples))
+        for index, (sample, row) in enumerate(zip(data_samples, packed)):
             parts = row.split(sample["logits"].shape[0])
-            self.results.append({"logits": parts[0].clone(),
-                                 "heads": {name: part.clone() for name, part in zip(names, parts[1:])},
-                                 "label": int(sample["label"])})
+            result = {"logits": parts[0].clone(),
+                      "heads": {name: part.clone() for name, part in zip(names, parts[1:])},
+                      "label": int(sample["label"])}
+            if embeddings is not None:
+                result["embedding"] = embeddings[index].clone()
+            self.results.append(result)
+
+    def _embeddings(self, count: int) -> torch.Tensor | None:
+        """The batch's embeddings, one row per image, or None when retrieval is off."""
+        if not self.retrieval:
+            return None
+        if self.capture is None:
+            raise CncnnError("retrieval=True: the evaluation has no embedding capture (EmbeddingHook)", exit_code=1)
+        embeddings = self.capture.take().cpu()
+        if len(embeddings) != count:
+            raise CncnnError(f"retrieval: {len(embeddings)} embeddings for {count} images", exit_code=1)
+        return embeddings
 
     def compute_metrics(self, results: list) -> dict:
-        report = accuracy_report(*stacked(results))
+        ensemble, heads, labels = stacked(results)
+        report = accuracy_report(ensemble, heads, labels)
         flat = {k: v for k, v in report.items() if k != "heads"}
         flat.update({f"{name}_top1": value for name, value in report["heads"].items()})
+        if self.retrieval:
+            found = retrieval_metrics(torch.stack([r["embedding"] for r in results]), labels)
+            flat.update({f"retrieval_{key.replace('@', '_at_')}": value for key, value in found.items()
+                         if key.startswith(("recall@", "map@"))})
         return flat
 
 

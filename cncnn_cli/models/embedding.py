@@ -26,9 +26,9 @@ EMBEDDINGS = ("penultimate", "attended")
 DEFAULT_EMBEDDING = "penultimate"
 
 
-def check_embedding(kind: str, source: str = "the checkpoint's metadata") -> str:
+def check_embedding(kind: str) -> str:
     if kind not in EMBEDDINGS:
-        raise CncnnError(f"{source}: unknown embedding {kind!r}; expected one of {', '.join(EMBEDDINGS)}")
+        raise CncnnError(f"unknown embedding {kind!r}; expected one of {', '.join(EMBEDDINGS)}")
     return kind
 
 

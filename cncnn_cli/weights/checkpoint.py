@@ -13,7 +13,7 @@ import os
 import zipfile
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import torch
 from pydantic import ConfigDict, Field, PositiveInt, ValidationError, field_validator
@@ -24,7 +24,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from cncnn_cli import __version__
 from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, size_pair
-from cncnn_cli.models.embedding import DEFAULT_EMBEDDING
+from cncnn_cli.models.embedding import DEFAULT_EMBEDDING, EMBEDDINGS
 from cncnn_cli.utils.atomic import atomic_write
 from cncnn_cli.errors import CheckpointError, CncnnError, first_line
 
@@ -63,7 +63,7 @@ class Checkpoint:
     version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
     #: The image embedding every consumer uses (``cncnn_cli.models.embedding``); None: the default one.
-    embedding: str | None = None
+    embedding: Literal[EMBEDDINGS] | None = None
     #: The softmax temperature ``cncnn calibrate`` fitted (logits / T); None: uncalibrated (T = 1).
     temperature: Positive | None = None
 

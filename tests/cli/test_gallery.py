@@ -1,6 +1,7 @@
 """`cncnn gallery build` and `cncnn predict --gallery`: new classes without retraining."""
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -71,6 +72,19 @@ def test_extend_and_replace_rank_by_similarity_to_the_class_means(tmp_path, cncn
     assert _predict(capsys, solo, cncnn_checkpoint, out, "--unknown-threshold", "1.01")["label"] == "unknown"
     known = _predict(capsys, solo, cncnn_checkpoint, out, "--unknown-threshold", "-1")
     assert known["label"] == "solo" and known["unknown"] is False
+
+
+def test_a_csv_of_gallery_predictions_says_which_images_are_unknown(tmp_path, cncnn_checkpoint, folders,
+                                                                    trained_data):
+    root, solo, many = folders
+    out = tmp_path / "g.safetensors"
+    assert _build(root, out, cncnn_checkpoint, "--dataset", "imagefolder", "--data-root", str(trained_data)) == 0
+    table = tmp_path / "r.csv"
+    assert main(["predict", str(solo), str(many[0]), "--checkpoint", str(cncnn_checkpoint), "--gallery", str(out),
+                 "--unknown-threshold", "0.9999", "--out", str(table)]) == 0
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert [row["unknown"] for row in rows] == ["false", "true"]  # solo is its own class mean
+    assert rows[0]["label_1"] == "solo" and rows[1]["error"] == ""
 
 
 def test_holdout_fits_the_unknown_threshold_that_predict_then_uses(tmp_path, cncnn_checkpoint, folders, capsys):

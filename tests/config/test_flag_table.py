@@ -14,7 +14,7 @@ from cncnn_cli.errors import CncnnError
 #: A value for each flag that puts its value at its key unchanged.
 SAMPLES = {"epochs": 3, "batch_size": 4, "lr": 0.02, "device": "cpu", "seed": 7, "workers": 0, "launcher": "none",
            "val_fraction": 0.2, "val_split": "val", "accumulate": 2, "effective_batch": 32, "sync_bn": True,
-           "amp": True, "compile": True, "gpu_decode": True, "fp32_precision": "highest", "work_dir": "runs/x"}
+           "amp": True, "compile": True, "gpu_decode": True, "retrieval": True, "fp32_precision": "highest", "work_dir": "runs/x"}
 
 
 def _options(command: str) -> dict[str, str]:

@@ -57,6 +57,8 @@ FAULTS = {
     "an empty class name": (dict(classes=["bird 0", "", "bird 2", "bird 3", "bird 4"]), "classes.1"),
     "model not a dict": (dict(model=[1, 2]), "its metadata holds model = [1, 2]"),
     "preprocess not JSON": (dict(preprocess="{resize: 72"), "preprocess is not valid JSON"),
+    "unknown embedding": (dict(embedding='"pooled"'), "embedding = 'pooled'"),
+    "temperature of 0": (dict(temperature=0), "temperature = 0"),
 }
 
 
