@@ -39,7 +39,7 @@ def cncnn(*args: str) -> None:
 
 
 def write_split(dataset_cfg: dict, universe: int, split: str, folder: Path, classes: list[str] | None,
-                per_class: int | None) -> int:
+                per_class: int | None) -> None:
     """The ``universe``-class demo's ``split`` as PNGs (lossless: the pixels the dataset yields) in
     ``folder/<class>/``, only ``classes`` when given, at most ``per_class`` each."""
     from cncnn_plugins.datasets.demo import Demo
@@ -54,7 +54,6 @@ def write_split(dataset_cfg: dict, universe: int, split: str, folder: Path, clas
         target.parent.mkdir(parents=True, exist_ok=True)
         data.load_image(index, as_tensor=False).save(target)
         counts[name] += 1
-    return sum(counts.values())
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -44,7 +44,7 @@ class EmbeddingHook(Hook):
 
     def _detach(self, evaluator) -> None:
         if self._capture is not None:
-            self._capture.__exit__(None, None, None)
+            self._capture.close()
             self._capture = None
         for metric in evaluator.metrics:
             if isinstance(metric, AccuracyMetric):

@@ -85,6 +85,10 @@ class EmbeddingCapture:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the forward hooks: the model runs as before."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
