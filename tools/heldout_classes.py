@@ -89,7 +89,7 @@ def main() -> None:
     # the run's demo set (sizes, seed), with the held-out classes
     dataset_cfg = {k: v for k, v in (info.dataset or {}).items() if k not in ("type", "data_root", "num_classes")}
     args.out.mkdir(parents=True, exist_ok=True)
-    gallery_root, images_root = args.out / "gallery", args.out / "val10"
+    gallery_root, images_root = args.out / "gallery", args.out / "val"
     if not gallery_root.is_dir():
         write_split(dataset_cfg, universe, "test", gallery_root, new_classes, args.shots)
     if not images_root.is_dir():
