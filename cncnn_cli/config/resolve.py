@@ -19,13 +19,14 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import OPTIMIZERS, PARAM_SCHEDULERS, VISBACKENDS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cncnn_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, size_pair
 from cncnn_cli.errors import CncnnError
 from cncnn_cli.config.defaults import DEFAULT_WORKERS
 from cncnn_cli.config.flags import FLAG_BY_NAME, FLAGS, Flag, check_either
 from cncnn_cli.config.recipes import load_recipe
 from cncnn_cli.config.trackers import BACKEND_TYPES, with_flags
 from cncnn_cli.registry import ATTENTIONS, BACKBONES, DATASETS, FUSIONS, HEADS, MODELS, load_plugins, lookup
+from cncnn_cli.weights.checkpoint import Positive
 
 Size = Union[int, tuple[int, int]]
 
@@ -35,25 +36,25 @@ class _Strict(BaseModel):
 
 
 class Preprocess(_Strict):
-    """resize → (random | center) crop; mean/std on the 0–255 scale. An int is a square size."""
+    """resize → (random | center) crop; mean/std on the 0–255 scale. An int is a square size.
+    std is positive, as in a checkpoint (:mod:`cncnn_cli.weights.checkpoint`); crop sides are
+    positive multiples of the backbone's stride."""
 
     resize: Size
     crop: Size
     mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    std: tuple[Positive, Positive, Positive] = IMAGENET_STD
 
     @field_validator("crop")
     @classmethod
     def _multiple_of_32(cls, crop: Size) -> Size:
-        sides = (crop, crop) if isinstance(crop, int) else crop
-        if any(side <= 0 or side % 32 for side in sides):
+        if any(side <= 0 or side % 32 for side in size_pair(crop)):
             raise ValueError("crop sides must be positive multiples of 32 (the backbone's stride), e.g. 448")
         return crop
 
     @model_validator(mode="after")
     def _resize_covers_crop(self) -> "Preprocess":
-        resize = (self.resize, self.resize) if isinstance(self.resize, int) else self.resize
-        crop = (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
+        resize, crop = size_pair(self.resize), size_pair(self.crop)
         if resize[0] < crop[0] or resize[1] < crop[1]:
             raise ValueError(f"resize {self.resize} is smaller than crop {self.crop}")
         return self

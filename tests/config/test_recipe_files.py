@@ -24,3 +24,15 @@ def test_a_bad_override_blames_the_option_and_names_the_field_not_pydantics_unio
     assert "(--cfg-options preprocess.crop)" in message and "recipe" not in message and ".int" not in message
     with pytest.raises(CncnnError, match=r"Valid: num_classes, backbone, fusion, attention, head$"):
         resolve_config("demo", {}, ["model.bakbone=3"])
+
+
+@pytest.mark.parametrize("option, named", [("preprocess.std=[58.4,0,57.4]", "preprocess.std.1"),
+                                           ("preprocess.std=[58.4,-57.1,57.4]", "preprocess.std.1"),
+                                           ("preprocess.crop=0", "preprocess.crop")])
+def test_a_preprocessing_that_would_divide_by_zero_or_crop_nothing_is_refused_before_training(option, named):
+    """A std of 0 used to train into a non-finite loss, blamed on the learning rate."""
+    from cncnn_cli.config.resolve import resolve_config
+
+    with pytest.raises(CncnnError) as caught:
+        resolve_config("demo", {}, [option])
+    assert str(caught.value).startswith(named) and f"(--cfg-options {option.split('=')[0]})" in str(caught.value)
