@@ -56,6 +56,24 @@ def write_split(dataset_cfg: dict, universe: int, split: str, folder: Path, clas
         counts[name] += 1
 
 
+#: Everything the script writes in ``--out``: a folder holding anything else is the user's, and refused.
+OWN_FILES = {"gallery", "val", "gallery.safetensors", "extend.jsonl", "model_alone.jsonl", "report.json"}
+
+
+def check_out(out: Path) -> None:
+    """Stop (exit 2) before writing into a folder that holds files this script did not write."""
+    problem = None
+    if out.exists() and not out.is_dir():
+        problem = f"--out {out}: not a folder"
+    elif out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_FILES)
+        if foreign:
+            problem = f"--out {out} holds {foreign[0]!r}, which this script did not write"
+    if problem:
+        print(f"error: {problem}; give a new folder, e.g. work_dirs/heldout", file=sys.stderr)
+        sys.exit(2)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -80,6 +98,7 @@ def main() -> None:
     universe = args.trained + 3
     names = class_names(universe)
     new_classes, unseen = names[args.trained:args.trained + 2], names[args.trained + 2]
+    check_out(args.out)
     checkpoint = args.work_dir / "last.safetensors"
     if not checkpoint.is_file():
         cncnn("train", "demo", "--work-dir", str(args.work_dir), "--cfg-options",

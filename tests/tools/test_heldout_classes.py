@@ -32,3 +32,13 @@ def test_the_experiment_trains_builds_a_gallery_and_counts_every_held_out_image(
                 "unseen_class_unknown", "known_classes_unknown"):
         assert 0 <= report[key] <= 100, key
     assert -1 <= report["unknown_threshold"] <= 1
+
+
+def test_a_folder_of_the_users_files_as_out_is_refused_and_left_as_it_was(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.txt").write_text("my notes")
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "heldout_classes.py"), "--out", str(mine),
+                             "--work-dir", str(tmp_path / "run")], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "holds 'report.txt'" in result.stderr and "Traceback" not in result.stderr
+    assert [p.name for p in mine.iterdir()] == ["report.txt"] and not (tmp_path / "run").exists()
