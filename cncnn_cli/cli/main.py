@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import gc
 import sys
 import warnings
 from pathlib import Path
@@ -91,11 +92,24 @@ def format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def end_distributed() -> None:
-    """Destroy the process group a DDP run joined, so that every rank exits cleanly (a group left
-    to interpreter shutdown can abort a rank after its work is done)."""
+    """End the process group a DDP run joined, and join its gloo worker threads while Python still runs.
+
+    ``destroy_process_group`` only forgets the group: the runner's reference cycles (the DDP
+    wrapper, its reducer) keep it, and gloo's worker threads, alive into interpreter shutdown.
+    A worker still releasing the tensor of the run's last collective (the metrics' broadcast)
+    then needs the GIL, and a thread that asks for it during shutdown ends the rank with
+    SIGABRT ("terminate called without an active exception") after its work is done; a loaded
+    machine makes that likely. So: hold the group, collect the cycles (they release theirs), and
+    drop the last reference here; torch destroys a group with the GIL released, so its
+    destructor can wait for the workers.
+    """
     dist = sys.modules.get("torch.distributed")  # only loaded by commands that use torch
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    group = dist.group.WORLD
+    dist.destroy_process_group()
+    gc.collect()
+    del group
 
 
 def normalize_resume(argv: list[str]) -> list[str]:
